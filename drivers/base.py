@@ -1,0 +1,253 @@
+"""The hypervisor driver interface: the one seam between novalite and a hypervisor.
+
+A driver is small on purpose. It knows its hypervisor and nothing else: it never
+imports novalite's API, database or bus, and it never decides policy (which host,
+which state an instance is *allowed* to be in). The compute agent calls it with plain
+dataclasses and turns whatever it returns or raises into database updates through the
+conductor.
+
+Every method is a coroutine. A driver whose library blocks (libvirt-python) runs the
+blocking calls in a thread so that the agent's event loop keeps serving heartbeats.
+
+Contracts common to all methods:
+
+* ``instance`` is an :class:`Instance`; drivers key their state by ``instance.uuid``
+  and may use ``instance.name`` (unique, hypervisor-friendly) for their own objects.
+* A method that fails raises a :class:`DriverError` subclass with a message a user
+  can read; the agent records it as the instance's fault.
+* Cleanup duty is stated per method: when a method raises, it must leave nothing
+  behind that a later :meth:`ComputeDriver.destroy` could not remove.
+
+Optional capabilities (pause, suspend, consoles) have defaults that raise
+:class:`NotSupported`, so a minimal driver implements only what its hypervisor can do.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+class PowerState(enum.IntEnum):
+    """Power states with Nova's numeric values (shown as ``OS-EXT-STS:power_state``)."""
+
+    NOSTATE = 0
+    RUNNING = 1
+    PAUSED = 3
+    SHUTDOWN = 4
+    CRASHED = 6
+    SUSPENDED = 7
+
+
+class DriverError(Exception):
+    """Base of every error a driver raises; its message is shown to the user as the fault."""
+
+
+class InstanceNotFound(DriverError):
+    """The hypervisor has no guest for this instance."""
+
+
+class NotSupported(DriverError):
+    """The driver (or its hypervisor) cannot do this operation."""
+
+
+class InvalidState(DriverError):
+    """The guest is in a state where the hypervisor refuses the operation."""
+
+
+@dataclass
+class Port:
+    """One network interface of a guest: novalite allocated the MAC and the fixed IP."""
+
+    mac: str
+    ip: str | None = None
+    network: str | None = None  # the hypervisor-side network name (e.g. a libvirt network)
+    prefix_len: int | None = None
+    gateway: str | None = None
+
+
+@dataclass
+class Image:
+    """The image an instance boots from. ``path`` is a local file when the driver asked for one."""
+
+    id: str
+    disk_format: str = "raw"
+    container_format: str = "bare"
+    properties: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+    kernel_path: str | None = None
+    ramdisk_path: str | None = None
+
+
+@dataclass
+class Instance:
+    """Everything a driver needs to know about one guest."""
+
+    uuid: str
+    name: str
+    hostname: str = ""
+    vcpus: int = 1
+    memory_mb: int = 512
+    root_gb: int = 1
+    ephemeral_gb: int = 0
+    swap_mb: int = 0
+    image: Image | None = None
+    ports: list[Port] = field(default_factory=list)
+    user_data: str | None = None  # base64 text, as the API received it
+    key_data: str | None = None
+    key_name: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    config_drive: bool = False
+    project_id: str = ""
+    availability_zone: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Instance:
+        data = dict(data)
+        image = data.pop("image", None)
+        ports = data.pop("ports", None) or []
+        known = {f for f in cls.__dataclass_fields__}
+        inst = cls(**{k: v for k, v in data.items() if k in known})
+        inst.image = Image(**image) if image else None
+        inst.ports = [Port(**p) for p in ports]
+        return inst
+
+
+@dataclass
+class HostResources:
+    """What a host offers; the agent reports it to the conductor as the node's inventory."""
+
+    vcpus: int
+    memory_mb: int
+    local_gb: int
+    hypervisor_type: str
+    hypervisor_version: int = 1
+    hypervisor_hostname: str = ""
+    cpu_info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ConsoleAddress:
+    """Where a guest's graphical console listens, as the compute host sees it."""
+
+    host: str
+    port: int
+    protocol: str = "vnc"
+
+
+#: Called by a driver when a guest changes power state on its own (it shut itself down,
+#: crashed, was paused by the hypervisor). Arguments: instance uuid, new power state.
+LifecycleCallback = Callable[[str, PowerState], Awaitable[None]]
+
+
+class ComputeDriver:
+    """Base class of hypervisor drivers.
+
+    Subclasses set :attr:`name` and implement at least :meth:`spawn`, :meth:`destroy`,
+    :meth:`power_off`, :meth:`power_on`, :meth:`reboot`, :meth:`get_power_state`,
+    :meth:`list_instances` and :meth:`get_host_resources`.
+    """
+
+    #: The name the driver is selected by (``--driver NAME``).
+    name: ClassVar[str] = ""
+    #: True when :meth:`spawn` needs the image as a local file in ``instance.image.path``.
+    needs_image_file: ClassVar[bool] = False
+
+    def __init__(self, host: str, options: dict[str, Any] | None = None) -> None:
+        """``host`` is the compute host's name; ``options`` is the driver's config section."""
+        self.host = host
+        self.options = dict(options or {})
+        self._lifecycle_callback: LifecycleCallback | None = None
+
+    # -- lifecycle of the driver itself -------------------------------------------------
+
+    async def init_host(self) -> None:
+        """Connect to the hypervisor. Called once before any other method. No-op by default."""
+
+    async def cleanup_host(self) -> None:
+        """Disconnect; called at agent shutdown. Guests keep running. No-op by default."""
+
+    def set_lifecycle_callback(self, callback: LifecycleCallback | None) -> None:
+        """Register the agent's handler for power-state changes the guest made on its own."""
+        self._lifecycle_callback = callback
+
+    async def emit_lifecycle(self, uuid: str, state: PowerState) -> None:
+        """Deliver a lifecycle event to the agent, if it registered for them."""
+        if self._lifecycle_callback is not None:
+            await self._lifecycle_callback(uuid, state)
+
+    # -- host -----------------------------------------------------------------------------
+
+    async def get_host_resources(self) -> HostResources:
+        """Return the host's total capacity (not what is free: the scheduler computes that)."""
+        raise NotImplementedError
+
+    async def list_instances(self) -> list[str]:
+        """Return the uuids of every guest this driver manages on the host, running or not."""
+        raise NotImplementedError
+
+    # -- instance lifecycle -------------------------------------------------------------
+
+    async def spawn(self, instance: Instance) -> None:
+        """Create and start the guest; return once it is running.
+
+        Cleanup duty: if this raises, the driver must have removed the guest and every
+        file it created for it (disks, config drive, logs), so a retry on another host
+        leaves nothing behind here.
+        """
+        raise NotImplementedError
+
+    async def destroy(self, instance: Instance) -> None:
+        """Stop the guest hard and remove it with all of its disks, saved state and logs.
+
+        Idempotent: destroying a guest that does not exist (or is half-built) succeeds.
+        """
+        raise NotImplementedError
+
+    async def power_off(self, instance: Instance, timeout: float = 60.0) -> None:
+        """Shut the guest down: gracefully (ACPI) for up to ``timeout`` seconds, then hard.
+
+        ``timeout=0`` means a hard power-off at once. Powering off a guest that is
+        already off succeeds.
+        """
+        raise NotImplementedError
+
+    async def power_on(self, instance: Instance) -> None:
+        """Start a guest that is shut off. Starting a running guest succeeds."""
+        raise NotImplementedError
+
+    async def reboot(self, instance: Instance, hard: bool = False) -> None:
+        """Reboot: soft asks the guest (falling back to hard if it ignores it), hard resets it."""
+        raise NotImplementedError
+
+    async def get_power_state(self, instance: Instance) -> PowerState:
+        """Return the guest's current power state; raise :class:`InstanceNotFound` if absent."""
+        raise NotImplementedError
+
+    # -- optional capabilities ----------------------------------------------------------
+
+    async def pause(self, instance: Instance) -> None:
+        """Freeze the guest's vCPUs in memory."""
+        raise NotSupported(f"driver {self.name} cannot pause")
+
+    async def unpause(self, instance: Instance) -> None:
+        """Resume a paused guest."""
+        raise NotSupported(f"driver {self.name} cannot unpause")
+
+    async def suspend(self, instance: Instance) -> None:
+        """Save the guest's memory to disk and stop it (Nova's suspend)."""
+        raise NotSupported(f"driver {self.name} cannot suspend")
+
+    async def resume(self, instance: Instance) -> None:
+        """Restore a suspended guest from its saved state."""
+        raise NotSupported(f"driver {self.name} cannot resume")
+
+    async def get_console_output(self, instance: Instance) -> str:
+        """Return the guest's serial console log so far (may be empty)."""
+        return ""
+
+    async def get_vnc_console(self, instance: Instance) -> ConsoleAddress:
+        """Return where the guest's VNC server listens (reachable from the console proxy)."""
+        raise NotSupported(f"driver {self.name} has no VNC console")

@@ -1,0 +1,44 @@
+"""The bus: how novalite's services talk, in one process or across hosts.
+
+Two layers, one seam:
+
+* :class:`~novalite.bus.transport.Transport` moves opaque bytes. It has two methods,
+  ``send`` (to one consumer of a topic, or to all with ``fanout``; optionally waiting
+  for a reply) and ``listen`` (consume a topic). Implementations:
+  :class:`~novalite.bus.memory.MemoryTransport` (in-process queues, the default and the
+  test transport) and :class:`~novalite.bus.rabbit.RabbitTransport` (RabbitMQ through
+  aio-pika). :func:`make_transport` picks one from a URL (``memory://``,
+  ``rabbit://user:pass@host:5672/vhost``).
+* :class:`~novalite.bus.client.Bus` is what services use: ``cast``, ``call`` (with a
+  timeout), ``fanout`` and ``serve``. It turns method calls into plain-JSON envelopes
+  carrying the request context (and so the request id), checks that every payload is
+  plain JSON before it leaves, and turns a handler's exception into a
+  :class:`RemoteError` at the caller.
+
+Nothing above the transport knows which transport runs.
+
+Exceptions, all raised at the caller::
+
+    BusError                  base of everything below
+    ├── TransportError        the transport cannot deliver (broker unreachable, closed)
+    ├── NotJSONError          a message or reply is not plain JSON (dict/list/str/int/float/bool/None)
+    ├── CallTimeout           no reply to a call within its timeout
+    └── RemoteError           the remote handler raised; ``exc_type`` and ``message`` say what
+        └── UnknownMethod     the remote endpoint has no such method
+"""
+
+from novalite.bus.client import Bus
+from novalite.bus.errors import BusError, CallTimeout, NotJSONError, RemoteError, TransportError, UnknownMethod
+from novalite.bus.transport import Transport, make_transport
+
+__all__ = [
+    "Bus",
+    "BusError",
+    "CallTimeout",
+    "NotJSONError",
+    "RemoteError",
+    "Transport",
+    "TransportError",
+    "UnknownMethod",
+    "make_transport",
+]

@@ -1,0 +1,56 @@
+"""The transport seam: two methods, bytes in and bytes out.
+
+A transport knows topics and bytes, never novalite's message format. ``send`` delivers a
+message to one consumer of a topic (competing consumers share the work) or, with
+``fanout``, to every consumer; with ``reply_timeout`` it waits for the consumer's reply.
+``listen`` consumes a topic: the handler's return value is the reply when the sender
+waits for one.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable
+
+#: A consumer: receives the message body, returns the reply body (ignored for casts).
+Handler = Callable[[bytes], Awaitable[bytes | None]]
+
+
+class Transport(abc.ABC):
+    """Moves bytes between services. Subclasses: MemoryTransport, RabbitTransport."""
+
+    @abc.abstractmethod
+    async def send(
+        self, topic: str, body: bytes, *, fanout: bool = False, reply_timeout: float | None = None
+    ) -> bytes | None:
+        """Deliver ``body`` on ``topic``.
+
+        Without ``reply_timeout`` it returns once the transport has accepted the message
+        (for RabbitMQ: the broker confirmed it). With ``reply_timeout`` it waits for the
+        reply and returns it, raising ``CallTimeout``-compatible ``TimeoutError`` when
+        none comes in time. ``fanout`` messages never have replies.
+        """
+
+    @abc.abstractmethod
+    async def listen(self, topic: str, handler: Handler, *, fanout: bool = False) -> None:
+        """Consume ``topic`` until :meth:`close`. Several listeners on one topic share its
+        messages; ``fanout`` listeners each get every fan-out message."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect (if the transport has anything to connect to)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop consuming and disconnect."""
+
+
+def make_transport(url: str | None) -> Transport:
+    """Build the transport named by ``url``: ``memory://`` (default) or ``rabbit://...``."""
+    if not url or url.startswith("memory:"):
+        from novalite.bus.memory import MemoryTransport
+
+        return MemoryTransport()
+    if url.startswith(("rabbit://", "amqp://", "amqps://")):
+        from novalite.bus.rabbit import RabbitTransport
+
+        return RabbitTransport(url)
+    raise ValueError(f"unknown transport URL scheme in {url!r} (expected memory:// or rabbit://)")

@@ -1,0 +1,51 @@
+"""The request context: who asked, and the request id that follows the request everywhere.
+
+A context is created by the API for each request (or by a service for its own periodic
+work) and travels inside every bus message as plain JSON, so the conductor, the
+scheduler and the compute agent log the same ``request_id`` and act with the same
+identity.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def new_request_id() -> str:
+    """A request id in OpenStack's format (``req-<uuid>``)."""
+    return f"req-{uuid.uuid4()}"
+
+
+@dataclass
+class RequestContext:
+    request_id: str = field(default_factory=new_request_id)
+    user_id: str | None = None
+    user_name: str | None = None
+    project_id: str | None = None
+    project_name: str | None = None
+    roles: list[str] = field(default_factory=list)
+    auth_token: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+    @property
+    def can_write(self) -> bool:
+        """Whether the roles allow changes in the project (``member`` and above)."""
+        return bool({"admin", "manager", "member"} & set(self.roles))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RequestContext:
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def admin(cls, request_id: str | None = None) -> RequestContext:
+        """A context for a service's own work (periodic tasks, start-up)."""
+        return cls(request_id=request_id or new_request_id(), user_name="novalite", roles=["admin"])
