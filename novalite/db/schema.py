@@ -1,0 +1,389 @@
+"""The database schema (SQLAlchemy Core), one for SQLite and PostgreSQL.
+
+Alembic migrations in ``novalite/db/migrations`` create exactly these tables; a test
+compares the migrated database with this metadata so the two never drift.
+
+Groups:
+
+* identity: projects, users, roles, role_assignments, tokens
+* images: images, image_members
+* compute: flavors (+ extra specs, access), keypairs, instances (+ metadata, faults,
+  actions, action events), ports, console_auth_tokens, quotas
+* hosts and placement: services, compute_nodes, resource_providers, inventories,
+  allocations — claims are atomic through the provider ``generation``
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def ts(name: str, nullable: bool = True) -> Column:
+    return Column(name, DateTime(timezone=False), nullable=nullable)
+
+
+# -- identity ---------------------------------------------------------------------------
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("domain_id", String(64), nullable=False, server_default="default"),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("enabled", Boolean, nullable=False, server_default="1"),
+    ts("created_at", False),
+    UniqueConstraint("domain_id", "name"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("domain_id", String(64), nullable=False, server_default="default"),
+    Column("password_hash", String(255)),
+    Column("default_project_id", String(64)),
+    Column("email", String(255)),
+    Column("description", Text),
+    Column("enabled", Boolean, nullable=False, server_default="1"),
+    ts("created_at", False),
+    UniqueConstraint("domain_id", "name"),
+)
+
+roles = Table(
+    "roles",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("description", Text),
+)
+
+role_assignments = Table(
+    "role_assignments",
+    metadata,
+    Column("user_id", String(64), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("project_id", String(64), ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    Column("role_id", String(64), ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    # SHA-256 of the token: a leaked database does not leak usable tokens.
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_id", String(64), nullable=False, index=True),
+    Column("project_id", String(64)),
+    Column("roles", JSON, nullable=False),
+    Column("audit_id", String(32), nullable=False),
+    ts("issued_at", False),
+    ts("expires_at", False),
+)
+
+# -- images -----------------------------------------------------------------------------
+
+images = Table(
+    "images",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(255)),
+    Column("owner", String(64), index=True),
+    Column("visibility", String(16), nullable=False, server_default="shared"),
+    Column("status", String(30), nullable=False),
+    Column("disk_format", String(20)),
+    Column("container_format", String(20)),
+    Column("size", BigInteger),
+    Column("virtual_size", BigInteger),
+    Column("checksum", String(32)),
+    Column("os_hash_algo", String(64)),
+    Column("os_hash_value", String(128)),
+    Column("min_disk", Integer, nullable=False, server_default="0"),
+    Column("min_ram", Integer, nullable=False, server_default="0"),
+    Column("protected", Boolean, nullable=False, server_default="0"),
+    Column("os_hidden", Boolean, nullable=False, server_default="0"),
+    Column("properties", JSON, nullable=False),
+    Column("tags", JSON, nullable=False),
+    Column("path", Text),
+    ts("created_at", False),
+    ts("updated_at", False),
+)
+
+image_members = Table(
+    "image_members",
+    metadata,
+    Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("member_id", String(64), primary_key=True),
+    Column("status", String(20), nullable=False, server_default="pending"),
+    ts("created_at", False),
+    ts("updated_at", False),
+)
+
+# -- compute resources ------------------------------------------------------------------
+
+flavors = Table(
+    "flavors",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("flavorid", String(255), nullable=False, unique=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("vcpus", Integer, nullable=False),
+    Column("memory_mb", Integer, nullable=False),
+    Column("root_gb", Integer, nullable=False),
+    Column("ephemeral_gb", Integer, nullable=False, server_default="0"),
+    Column("swap", Integer, nullable=False, server_default="0"),
+    Column("rxtx_factor", Float, nullable=False, server_default="1.0"),
+    Column("is_public", Boolean, nullable=False, server_default="1"),
+    Column("disabled", Boolean, nullable=False, server_default="0"),
+    Column("description", Text),
+    Column("extra_specs", JSON, nullable=False),
+    ts("created_at", False),
+)
+
+flavor_projects = Table(
+    "flavor_projects",
+    metadata,
+    Column("flavor_id", Integer, ForeignKey("flavors.id", ondelete="CASCADE"), primary_key=True),
+    Column("project_id", String(64), primary_key=True),
+)
+
+keypairs = Table(
+    "keypairs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("fingerprint", String(255), nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("type", String(10), nullable=False, server_default="ssh"),
+    ts("created_at", False),
+    UniqueConstraint("user_id", "name"),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    # The integer id names the guest on the hypervisor (instance-0000002a), as in Nova.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("display_name", String(255)),
+    Column("display_description", Text),
+    Column("hostname", String(255)),
+    Column("project_id", String(64), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("image_ref", String(36)),
+    Column("flavor", JSON, nullable=False),
+    Column("vcpus", Integer, nullable=False),
+    Column("memory_mb", Integer, nullable=False),
+    Column("root_gb", Integer, nullable=False),
+    Column("ephemeral_gb", Integer, nullable=False),
+    Column("vm_state", String(30), nullable=False),
+    Column("task_state", String(30)),
+    Column("power_state", Integer, nullable=False, server_default="0"),
+    Column("host", String(255)),
+    Column("node", String(255)),
+    Column("availability_zone", String(255)),
+    Column("requested_az", String(255)),
+    Column("key_name", String(255)),
+    Column("key_data", Text),
+    Column("user_data", Text),
+    Column("config_drive", Boolean, nullable=False, server_default="0"),
+    Column("reservation_id", String(255)),
+    Column("launch_index", Integer, nullable=False, server_default="0"),
+    Column("locked", Boolean, nullable=False, server_default="0"),
+    Column("locked_reason", Text),
+    Column("access_ip_v4", String(39)),
+    Column("access_ip_v6", String(39)),
+    Column("tags", JSON, nullable=False),
+    Column("scheduler_hints", JSON, nullable=False),
+    Column("image_meta", JSON, nullable=False),
+    Column("progress", Integer, nullable=False, server_default="0"),
+    ts("launched_at"),
+    ts("terminated_at"),
+    ts("created_at", False),
+    ts("updated_at", False),
+    ts("deleted_at"),
+    Column("deleted", Boolean, nullable=False, server_default="0"),
+    Index(None, "project_id", "deleted", "created_at"),
+    Index(None, "host", "deleted"),
+    Index(None, "updated_at"),
+)
+
+instance_metadata = Table(
+    "instance_metadata",
+    metadata,
+    Column("instance_uuid", String(36), ForeignKey("instances.uuid", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("value", String(255), nullable=False),
+)
+
+instance_faults = Table(
+    "instance_faults",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("instance_uuid", String(36), ForeignKey("instances.uuid", ondelete="CASCADE"), index=True),
+    Column("code", Integer, nullable=False),
+    Column("message", String(255), nullable=False),
+    Column("details", Text),
+    Column("host", String(255)),
+    ts("created_at", False),
+)
+
+instance_actions = Table(
+    "instance_actions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("instance_uuid", String(36), nullable=False, index=True),
+    Column("request_id", String(255), nullable=False),
+    Column("action", String(255), nullable=False),
+    Column("project_id", String(64)),
+    Column("user_id", String(64)),
+    Column("message", String(255)),
+    ts("start_time", False),
+    ts("finish_time"),
+    ts("updated_at", False),
+    UniqueConstraint("instance_uuid", "request_id"),
+)
+
+instance_action_events = Table(
+    "instance_action_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("action_id", Integer, ForeignKey("instance_actions.id", ondelete="CASCADE"), index=True),
+    Column("event", String(255), nullable=False),
+    Column("result", String(255)),
+    Column("traceback", Text),
+    Column("host", String(255)),
+    Column("details", Text),
+    ts("start_time", False),
+    ts("finish_time"),
+)
+
+ports = Table(
+    "ports",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("instance_uuid", String(36), ForeignKey("instances.uuid", ondelete="CASCADE"), index=True),
+    Column("network", String(255), nullable=False),
+    Column("mac", String(17), nullable=False, unique=True),
+    Column("ip", String(39)),
+    ts("created_at", False),
+    UniqueConstraint("network", "ip"),
+)
+
+console_auth_tokens = Table(
+    "console_auth_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("instance_uuid", String(36), ForeignKey("instances.uuid", ondelete="CASCADE"), index=True),
+    Column("console_type", String(32), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("compute_host", String(255)),
+    ts("expires_at", False),
+    ts("created_at", False),
+)
+
+quotas = Table(
+    "quotas",
+    metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("resource", String(64), primary_key=True),
+    Column("hard_limit", Integer, nullable=False),
+)
+
+# -- hosts and placement ----------------------------------------------------------------
+
+services = Table(
+    "services",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("host", String(255), nullable=False),
+    Column("binary", String(255), nullable=False),
+    Column("topic", String(255)),
+    Column("availability_zone", String(255)),
+    Column("disabled", Boolean, nullable=False, server_default="0"),
+    Column("disabled_reason", String(255)),
+    Column("forced_down", Boolean, nullable=False, server_default="0"),
+    Column("report_count", Integer, nullable=False, server_default="0"),
+    ts("last_seen_up"),
+    ts("created_at", False),
+    ts("updated_at", False),
+    UniqueConstraint("host", "binary"),
+)
+
+compute_nodes = Table(
+    "compute_nodes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("host", String(255), nullable=False),
+    Column("hypervisor_hostname", String(255), nullable=False, unique=True),
+    Column("hypervisor_type", String(255), nullable=False),
+    Column("hypervisor_version", Integer, nullable=False),
+    Column("vcpus", Integer, nullable=False),
+    Column("memory_mb", Integer, nullable=False),
+    Column("local_gb", Integer, nullable=False),
+    Column("cpu_info", JSON, nullable=False),
+    Column("host_ip", String(39)),
+    ts("created_at", False),
+    ts("updated_at", False),
+)
+
+resource_providers = Table(
+    "resource_providers",
+    metadata,
+    Column("uuid", String(36), primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    # Bumped by every claim with a conditional UPDATE: a claim that read an older
+    # generation affects no row and retries, so racing claimers never overcommit.
+    Column("generation", Integer, nullable=False, server_default="0"),
+)
+
+inventories = Table(
+    "inventories",
+    metadata,
+    Column("provider_uuid", String(36), ForeignKey("resource_providers.uuid", ondelete="CASCADE"), primary_key=True),
+    Column("resource_class", String(64), primary_key=True),
+    Column("total", Integer, nullable=False),
+    Column("reserved", Integer, nullable=False, server_default="0"),
+    Column("min_unit", Integer, nullable=False, server_default="1"),
+    Column("max_unit", Integer, nullable=False),
+    Column("step_size", Integer, nullable=False, server_default="1"),
+    Column("allocation_ratio", Float, nullable=False, server_default="1.0"),
+)
+
+allocations = Table(
+    "allocations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("provider_uuid", String(36), ForeignKey("resource_providers.uuid", ondelete="CASCADE"), nullable=False),
+    Column("consumer_uuid", String(36), nullable=False, index=True),
+    Column("resource_class", String(64), nullable=False),
+    Column("used", Integer, nullable=False),
+    Index(None, "provider_uuid", "resource_class"),
+)
