@@ -1,0 +1,5 @@
+from aiohttp import web
+
+
+def build() -> web.Application:
+    return web.Application()

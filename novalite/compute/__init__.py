@@ -1,0 +1,1 @@
+"""Compute: the instance model shared by the API and the conductor, and the compute agent."""
