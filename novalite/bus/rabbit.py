@@ -215,7 +215,8 @@ class RabbitTransport(Transport):
                 await self._publish(topic, exchange, routing_key, message, mandatory=mandatory)
         except TimeoutError:
             raise TransportError(
-                f"could not publish to {topic!r} on RabbitMQ at {self.where} within {self._publish_timeout:g}s"
+                f"could not publish to {topic!r} on RabbitMQ at {self.where} "
+                f"within {self._publish_timeout:g}s"
             ) from None
 
     async def _publish(
