@@ -69,6 +69,10 @@ class Settings:
     quota_ram: int = 51200
     quota_key_pairs: int = 100
     quota_metadata_items: int = 128
+    #: The network guests get a port on when a server asks for ``networks: auto`` (for the
+    #: libvirt driver: the libvirt network of that name; novalite assigns MAC and IP).
+    network_name: str = "novalite"
+    network_cidr: str = "10.199.0.0/24"
     console_token_ttl: int = 600
     #: Origins the console proxy accepts (empty: the public URL's origin).
     console_allowed_origins: list[str] = field(default_factory=list)

@@ -1,10 +1,353 @@
-"""Compute agent (placeholder; being written)."""
+"""The compute agent: drives one host's hypervisor driver on behalf of the control plane.
+
+It serves the bus topic ``compute.<host>``, runs each operation on its driver, and
+reports the outcome — instance states, action events, faults, heartbeats, resources —
+to the conductor over the bus. It has no database access at all: this module and
+everything it imports stay clear of ``novalite.db`` (a test walks the import graph),
+so a compromised hypervisor host holds no database credentials.
+
+Operations on one instance are serialized by a per-instance lock; operations on
+different instances run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import traceback as tb
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from novalite.bus import BusError
+from novalite.context import RequestContext
+from novalite.log import bind_request_id, get_logger
+from novalite.runtime import Runtime
+from novalite_drivers import load_driver
+from novalite_drivers.base import ComputeDriver, DriverError, Instance, InstanceNotFound, PowerState
+
+log = get_logger("novalite.compute")
+
+BINARY = "nova-compute"
+#: How many heartbeats pass between two resource reports.
+RESOURCE_REPORT_EVERY = 6
+
+# vm_state / task_state values (the agent keeps its own copy: it must not import DB-side modules)
+ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR = "active", "stopped", "paused", "suspended", "error"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
 class ComputeAgent:
-    def __init__(self, rt, host):  # type: ignore[no-untyped-def]
+    def __init__(self, rt: Runtime, host: str, driver: ComputeDriver | None = None) -> None:
         self.rt = rt
+        self.host = host
+        self.topic = f"compute.{host}"
+        settings = rt.settings
+        self.driver = driver or load_driver(settings.driver, host, settings.driver_options)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.conductor_timeout = settings.rpc_timeout
 
-    async def start(self) -> None: ...
+    # -- lifecycle ------------------------------------------------------------------------------
 
-    async def stop(self) -> None: ...
+    async def start(self) -> None:
+        await self.driver.init_host()
+        self.driver.set_lifecycle_callback(self._on_lifecycle_event)
+        ctx = RequestContext.admin()
+        with bind_request_id(ctx.request_id):
+            await self._register(ctx)
+            await self.rt.bus.serve(self.topic, self)
+            await self.reconcile(ctx)
+        self._tasks = [
+            asyncio.create_task(self._heartbeat_loop()),
+            asyncio.create_task(self._power_sync_loop()),
+        ]
+        log.info("compute.started", host=self.host, driver=self.driver.name)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        await self.driver.cleanup_host()
+
+    async def _register(self, ctx: RequestContext) -> None:
+        """Report the service and the node; wait for a conductor if none answers yet."""
+        delay = 0.5
+        while True:
+            try:
+                await self._report(ctx, resources=True)
+                return
+            except BusError as exc:
+                log.warning("compute.conductor_unreachable", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _report(self, ctx: RequestContext, resources: bool) -> None:
+        timeout = max(self.rt.settings.report_interval, 5.0)
+        await self.rt.bus.call(
+            ctx, "conductor", "report_service", host=self.host, binary=BINARY,
+            availability_zone=self.rt.settings.availability_zone, timeout=timeout,
+        )
+        if resources:
+            res = await self.driver.get_host_resources()
+            await self.rt.bus.call(
+                ctx, "conductor", "report_compute_node", host=self.host,
+                resources={
+                    "vcpus": res.vcpus,
+                    "memory_mb": res.memory_mb,
+                    "local_gb": res.local_gb,
+                    "hypervisor_type": res.hypervisor_type,
+                    "hypervisor_version": res.hypervisor_version,
+                    "hypervisor_hostname": res.hypervisor_hostname or self.host,
+                    "cpu_info": res.cpu_info,
+                },
+                timeout=timeout,
+            )
+
+    async def _heartbeat_loop(self) -> None:
+        count = 0
+        while True:
+            await asyncio.sleep(self.rt.settings.report_interval)
+            count += 1
+            ctx = RequestContext.admin()
+            with bind_request_id(ctx.request_id):
+                try:
+                    await self._report(ctx, resources=count % RESOURCE_REPORT_EVERY == 0)
+                except BusError as exc:
+                    log.warning("compute.heartbeat_failed", error=str(exc))
+                except Exception:
+                    log.exception("compute.heartbeat_crashed")
+
+    async def _power_sync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.rt.settings.sync_power_state_interval)
+            ctx = RequestContext.admin()
+            with bind_request_id(ctx.request_id):
+                try:
+                    await self.sync_power_states(ctx)
+                except Exception as exc:
+                    log.warning("compute.power_sync_failed", error=repr(exc))
+
+    # -- reconciliation -----------------------------------------------------------------------
+
+    async def _conductor(self, ctx: RequestContext, method: str, **args: Any) -> Any:
+        return await self.rt.bus.call(ctx, "conductor", method, timeout=self.conductor_timeout, **args)
+
+    async def reconcile(self, ctx: RequestContext) -> None:
+        """Compare the database's view of this host with the hypervisor's, at start.
+
+        Guests the database does not know are logged, never destroyed: they may be an
+        operator's, or belong to a database restored from backup.
+        """
+        expected = await self._conductor(ctx, "instances_on_host", host=self.host)
+        present = set(await self.driver.list_instances())
+        known = {inst["uuid"] for inst in expected}
+        for uuid in sorted(present - known):
+            log.warning("compute.unknown_guest", instance=uuid, host=self.host,
+                        hint="not in the database; left untouched")
+        states: dict[str, int] = {}
+        for inst in expected:
+            uuid = inst["uuid"]
+            if inst.get("task_state") == "deleting":
+                await self.terminate_instance(ctx, inst)
+                continue
+            if uuid not in present:
+                if inst["vm_state"] == "building":
+                    # The build died with the previous agent; rescheduling is the conductor's call.
+                    await self._conductor(ctx, "build_failed", instance_uuid=uuid, host=self.host,
+                                          message="The compute agent restarted during the build.", reschedule=True)
+                else:
+                    log.warning("compute.guest_missing", instance=uuid, vm_state=inst["vm_state"])
+                    states[uuid] = int(PowerState.NOSTATE)
+                continue
+            with contextlib.suppress(DriverError):
+                states[uuid] = int(await self.driver.get_power_state(Instance.from_dict(inst)))
+        if states:
+            await self._conductor(ctx, "sync_power_states", host=self.host, power_states=states)
+
+    async def sync_power_states(self, ctx: RequestContext) -> None:
+        states: dict[str, int] = {}
+        for uuid in await self.driver.list_instances():
+            with contextlib.suppress(DriverError):
+                states[uuid] = int(await self.driver.get_power_state(Instance(uuid=uuid, name="")))
+        await self._conductor(ctx, "sync_power_states", host=self.host, power_states=states)
+
+    async def _on_lifecycle_event(self, uuid: str, state: PowerState) -> None:
+        ctx = RequestContext.admin()
+        with bind_request_id(ctx.request_id):
+            log.info("compute.lifecycle_event", instance=uuid, power_state=state.name)
+            if uuid in self._locks and self._locks[uuid].locked():
+                return  # our own operation caused it; it reports the final state itself
+            try:
+                await self._conductor(ctx, "sync_power_states", host=self.host, power_states={uuid: int(state)})
+            except BusError as exc:
+                log.warning("compute.lifecycle_report_failed", error=str(exc))
+
+    # -- operations (bus methods) ----------------------------------------------------------------
+
+    def _lock(self, uuid: str) -> asyncio.Lock:
+        lock = self._locks.get(uuid)
+        if lock is None:
+            lock = self._locks[uuid] = asyncio.Lock()
+        return lock
+
+    async def _operate(
+        self,
+        ctx: RequestContext,
+        instance: dict[str, Any],
+        event: str,
+        work: Callable[[Instance], Awaitable[None]],
+        success: dict[str, Any],
+        failure: dict[str, Any] | None = None,
+    ) -> bool:
+        """Run ``work`` under the instance's lock; report the result with its action event."""
+        uuid = instance["uuid"]
+        started = now_iso()
+        t0 = time.perf_counter()
+        async with self._lock(uuid):
+            inst = Instance.from_dict(instance)
+            try:
+                await work(inst)
+            except Exception as exc:
+                message = str(exc) if isinstance(exc, DriverError) else f"{type(exc).__name__}: {exc}"
+                log.warning("compute.operation_failed", instance=uuid, action_event=event, error=message)
+                values = dict(failure or {"task_state": None})
+                with contextlib.suppress(DriverError):
+                    values.setdefault("power_state", int(await self.driver.get_power_state(inst)))
+                await self._conductor(
+                    ctx, "instance_update", instance_uuid=uuid, values=values, finish_action=True, fault=message,
+                    event={"event": event, "start_time": started, "result": "Error", "host": self.host,
+                           "traceback": "".join(tb.format_exception(exc))},
+                )
+                return False
+            values = dict(success)
+            await self._conductor(
+                ctx, "instance_update", instance_uuid=uuid, values=values, finish_action=True,
+                event={"event": event, "start_time": started, "result": "Success", "host": self.host},
+            )
+        log.info("compute.operation_done", instance=uuid, event=event,
+                 ms=round((time.perf_counter() - t0) * 1000, 1))
+        return True
+
+    async def build_and_run_instance(
+        self, ctx: RequestContext, instance: dict[str, Any], request_spec: dict[str, Any] | None = None
+    ) -> None:
+        uuid = instance["uuid"]
+        started = now_iso()
+        async with self._lock(uuid):
+            inst = Instance.from_dict(instance)
+            try:
+                if self.driver.needs_image_file and inst.image is not None:
+                    await self.prepare_image(ctx, inst)
+                await self.driver.spawn(inst)
+                power = int(await self.driver.get_power_state(inst))
+            except Exception as exc:
+                message = str(exc) if isinstance(exc, DriverError) else f"{type(exc).__name__}: {exc}"
+                log.warning("compute.build_failed", instance=uuid, error=message)
+                with contextlib.suppress(Exception):
+                    await self.driver.destroy(inst)
+                await self._conductor(
+                    ctx, "instance_update", instance_uuid=uuid, values={},
+                    event={"event": "compute__do_build_and_run_instance", "start_time": started,
+                           "result": "Error", "host": self.host, "traceback": "".join(tb.format_exception(exc))},
+                )
+                await self._conductor(ctx, "build_failed", instance_uuid=uuid, host=self.host, message=message,
+                                      reschedule=True)
+                return
+            updated = await self._conductor(
+                ctx, "instance_update", instance_uuid=uuid,
+                values={"vm_state": ACTIVE, "task_state": None, "power_state": power, "launched_at": now_iso()},
+                finish_action=True,
+                event={"event": "compute__do_build_and_run_instance", "start_time": started,
+                       "result": "Success", "host": self.host},
+            )
+            if not updated:
+                # Deleted while we built it: do not leave an orphan guest behind.
+                log.info("compute.built_deleted_instance", instance=uuid)
+                await self.driver.destroy(inst)
+
+    async def prepare_image(self, ctx: RequestContext, inst: Instance) -> None:
+        """Fetch the image into this host's cache (drivers that need a local file)."""
+        from novalite.compute.imagecache import fetch_image
+
+        await fetch_image(self.rt.settings, ctx, inst)
+
+    async def stop_instance(self, ctx: RequestContext, instance: dict[str, Any], clean_shutdown: bool = True) -> None:
+        timeout = 60.0 if clean_shutdown else 0.0
+        await self._operate(
+            ctx, instance, "compute_stop_instance",
+            lambda inst: self.driver.power_off(inst, timeout),
+            {"vm_state": STOPPED, "task_state": None, "power_state": int(PowerState.SHUTDOWN)},
+        )
+
+    async def start_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
+        await self._operate(
+            ctx, instance, "compute_start_instance", self.driver.power_on,
+            {"vm_state": ACTIVE, "task_state": None, "power_state": int(PowerState.RUNNING)},
+        )
+
+    async def reboot_instance(self, ctx: RequestContext, instance: dict[str, Any], reboot_type: str = "SOFT") -> None:
+        hard = reboot_type.upper() == "HARD"
+        await self._operate(
+            ctx, instance, "compute_reboot_instance",
+            lambda inst: self.driver.reboot(inst, hard=hard),
+            {"vm_state": ACTIVE, "task_state": None, "power_state": int(PowerState.RUNNING)},
+        )
+
+    async def pause_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
+        await self._operate(
+            ctx, instance, "compute_pause_instance", self.driver.pause,
+            {"vm_state": PAUSED, "task_state": None, "power_state": int(PowerState.PAUSED)},
+        )
+
+    async def unpause_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
+        await self._operate(
+            ctx, instance, "compute_unpause_instance", self.driver.unpause,
+            {"vm_state": ACTIVE, "task_state": None, "power_state": int(PowerState.RUNNING)},
+        )
+
+    async def suspend_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
+        await self._operate(
+            ctx, instance, "compute_suspend_instance", self.driver.suspend,
+            {"vm_state": SUSPENDED, "task_state": None, "power_state": int(PowerState.SHUTDOWN)},
+        )
+
+    async def resume_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
+        await self._operate(
+            ctx, instance, "compute_resume_instance", self.driver.resume,
+            {"vm_state": ACTIVE, "task_state": None, "power_state": int(PowerState.RUNNING)},
+        )
+
+    async def terminate_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
+        uuid = instance["uuid"]
+        async with self._lock(uuid):
+            inst = Instance.from_dict(instance)
+            try:
+                await self.driver.destroy(inst)
+            except InstanceNotFound:
+                pass
+            except Exception as exc:
+                message = str(exc)
+                log.warning("compute.destroy_failed", instance=uuid, error=message)
+                await self._conductor(
+                    ctx, "instance_update", instance_uuid=uuid,
+                    values={"vm_state": ERROR, "task_state": None}, finish_action=True, fault=message,
+                    event={"event": "compute_terminate_instance", "start_time": now_iso(), "result": "Error",
+                           "host": self.host, "traceback": message},
+                )
+                return
+            await self._conductor(ctx, "instance_destroyed", instance_uuid=uuid, host=self.host)
+        self._locks.pop(uuid, None)
+
+    async def get_console_output(self, ctx: RequestContext, instance: dict[str, Any]) -> str:
+        return await self.driver.get_console_output(Instance.from_dict(instance))
+
+    async def get_vnc_console(self, ctx: RequestContext, instance: dict[str, Any]) -> dict[str, Any]:
+        address = await self.driver.get_vnc_console(Instance.from_dict(instance))
+        return {"host": address.host, "port": address.port, "protocol": address.protocol}

@@ -1,10 +1,388 @@
-"""Conductor service (placeholder; being written)."""
+"""The conductor: drives builds, and is the compute agents' only way to the database.
+
+From the API: ``build_instances`` (schedule → claim → hand the instance to its host's
+agent, rescheduling on failure up to ``scheduler_max_attempts``).
+
+From the agents: service heartbeats and compute-node resource reports, instance
+updates with their action events, build failures, finished deletes, power-state
+syncs, and the list of instances a host should have (for reconciliation at start).
+
+Periodically: builds that outlived ``build_timeout``, or whose host went down, go to
+ERROR so that nothing stays in BUILD forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from novalite import placement
+from novalite.bus import CallTimeout, RemoteError
+from novalite.compute import records, states
+from novalite.compute.servicegroup import is_up
+from novalite.context import RequestContext
+from novalite.db import schema as t
+from novalite.log import bind_request_id, get_logger
+from novalite.runtime import Runtime
+from novalite.timeutil import parse_iso, utcnow
+
+log = get_logger("novalite.conductor")
+
+NO_VALID_HOST = "No valid host was found. There are not enough hosts available."
+#: Columns an agent may set through ``instance_update``.
+AGENT_WRITABLE = {"vm_state", "task_state", "power_state", "launched_at", "terminated_at", "progress"}
 
 
 class ConductorManager:
-    def __init__(self, rt):  # type: ignore[no-untyped-def]
+    topic = "conductor"
+
+    def __init__(self, rt: Runtime) -> None:
         self.rt = rt
+        self.settings = rt.settings
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._periodic: list[asyncio.Task[None]] = []
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        await self.rt.bus.serve(self.topic, self)
+        self._periodic = [
+            asyncio.create_task(self._report_loop()),
+            asyncio.create_task(self._build_watchdog()),
+        ]
 
-    async def stop(self) -> None: ...
+    async def stop(self) -> None:
+        for task in [*self._periodic, *self._tasks]:
+            task.cancel()
+        for task in [*self._periodic, *self._tasks]:
+            with contextlib.suppress(BaseException):
+                await task
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- builds (from the API) ----------------------------------------------------------------
+
+    async def build_instances(self, ctx: RequestContext, instance_uuids: list[str], request_spec: dict[str, Any]) -> None:
+        """Schedule and start each instance; returns at once, the builds go on in tasks."""
+        for index, uuid in enumerate(instance_uuids):
+            spec = dict(request_spec, instance_uuid=uuid, ignore_hosts=[])
+            self._spawn(self._schedule_and_build(ctx, spec, index))
+
+    async def _schedule_and_build(self, ctx: RequestContext, spec: dict[str, Any], attempt_base: int = 0) -> None:
+        with bind_request_id(ctx.request_id):
+            uuid = spec["instance_uuid"]
+            started = utcnow()
+            try:
+                dest = await self.rt.bus.call(
+                    ctx, "scheduler", "select_destinations", spec=spec, timeout=self.settings.rpc_timeout
+                )
+            except RemoteError as exc:
+                message = NO_VALID_HOST if exc.exc_type == "NoValidHost" else f"Scheduling failed: {exc.message}"
+                await self._fail_build(ctx, uuid, message, None, started, code=500)
+                return
+            except CallTimeout:
+                await self._fail_build(ctx, uuid, "Scheduling timed out: no scheduler answered.", None, started)
+                return
+            host = dest["host"]
+            async with self.rt.db.begin() as conn:
+                updated = await conn.execute(
+                    t.instances.update()
+                    .where(t.instances.c.uuid == uuid, t.instances.c.deleted.is_(False))
+                    .values(
+                        host=host,
+                        node=dest["node"],
+                        availability_zone=dest.get("availability_zone"),
+                        task_state=states.SPAWNING,
+                        updated_at=utcnow(),
+                    )
+                )
+                if updated.rowcount == 0:
+                    # Deleted while we scheduled it: give the room back, build nothing.
+                    await placement.release(conn, uuid)
+                    return
+                await records.record_event(
+                    conn, uuid, ctx.request_id, "conductor_schedule_and_build_instances",
+                    start_time=started, finish_time=utcnow(), result="Success",
+                )
+                payload = await records.instance_payload(conn, uuid)
+            try:
+                await self.rt.bus.cast(
+                    ctx, f"compute.{host}", "build_and_run_instance", instance=payload, request_spec=spec
+                )
+            except Exception as exc:
+                await self.build_failed(ctx, uuid, host, f"Could not reach compute host {host}: {exc}", True)
+
+    async def _fail_build(
+        self, ctx: RequestContext, uuid: str, message: str, host: str | None, started: Any, code: int = 500
+    ) -> None:
+        async with self.rt.db.begin() as conn:
+            await placement.release(conn, uuid)
+            result = await conn.execute(
+                t.instances.update()
+                .where(t.instances.c.uuid == uuid, t.instances.c.deleted.is_(False))
+                .values(vm_state=states.ERROR, task_state=None, updated_at=utcnow())
+            )
+            if result.rowcount:
+                await records.add_fault(conn, uuid, message, code=code, host=host)
+                await records.record_event(
+                    conn, uuid, ctx.request_id, "conductor_schedule_and_build_instances",
+                    start_time=started, finish_time=utcnow(), result="Error", traceback=message,
+                )
+                await records.finish_action(conn, uuid, ctx.request_id)
+        log.warning("conductor.build_failed", instance=uuid, reason=message)
+
+    async def build_failed(
+        self, ctx: RequestContext, instance_uuid: str, host: str, message: str, reschedule: bool = True
+    ) -> None:
+        """An agent could not build: release its claim, then try another host or go to ERROR."""
+        async with self.rt.db.begin() as conn:
+            await placement.release(conn, instance_uuid)
+            row = (
+                await conn.execute(
+                    sa.select(t.instances.c.project_id, t.instances.c.flavor, t.instances.c.image_ref,
+                              t.instances.c.image_meta, t.instances.c.requested_az, t.instances.c.scheduler_hints,
+                              t.instances.c.deleted)
+                    .where(t.instances.c.uuid == instance_uuid)
+                )
+            ).first()
+            attempts = await conn.scalar(
+                sa.select(sa.func.count()).select_from(t.instance_faults)
+                .where(t.instance_faults.c.instance_uuid == instance_uuid, t.instance_faults.c.code == 0)
+            )
+        if row is None or row.deleted:
+            return
+        tried = (attempts or 0) + 1
+        if reschedule and tried < self.settings.scheduler_max_attempts:
+            async with self.rt.db.begin() as conn:
+                # code 0 marks a retried attempt; it is not shown as the instance's fault.
+                await records.add_fault(conn, instance_uuid, message, code=0, host=host)
+                ignore = [
+                    r.host
+                    for r in await conn.execute(
+                        sa.select(t.instance_faults.c.host).where(
+                            t.instance_faults.c.instance_uuid == instance_uuid, t.instance_faults.c.code == 0
+                        )
+                    )
+                    if r.host
+                ]
+                await conn.execute(
+                    t.instances.update().where(t.instances.c.uuid == instance_uuid)
+                    .values(host=None, node=None, task_state=states.SCHEDULING, updated_at=utcnow())
+                )
+            log.info("conductor.rescheduling", instance=instance_uuid, failed_host=host, attempt=tried)
+            spec = {
+                "instance_uuid": instance_uuid,
+                "project_id": row.project_id,
+                "flavor": row.flavor,
+                "image": {"id": row.image_ref, **(row.image_meta or {})},
+                "availability_zone": row.requested_az,
+                "ignore_hosts": ignore,
+                **{k: v for k, v in (row.scheduler_hints or {}).items() if k == "force_host"},
+            }
+            self._spawn(self._schedule_and_build(ctx, spec))
+            return
+        await self._fail_build(ctx, instance_uuid, message, host, utcnow())
+
+    # -- agent reports ------------------------------------------------------------------------
+
+    async def report_service(self, ctx: RequestContext, host: str, binary: str, availability_zone: str | None) -> dict:
+        """A heartbeat. Returns the service's admin state so the agent can log it."""
+        async with self.rt.db.begin() as conn:
+            row = await records.upsert_service(conn, host, binary, binary.replace("nova-", ""), availability_zone)
+        return {"id": row.uuid, "disabled": bool(row.disabled)}
+
+    async def report_compute_node(self, ctx: RequestContext, host: str, resources: dict[str, Any]) -> str:
+        """Create or update the host's compute node, resource provider and inventories."""
+        node_name = resources.get("hypervisor_hostname") or host
+        uuid = records.node_uuid(node_name)
+        now = utcnow()
+        settings = self.settings
+        values = dict(
+            host=host,
+            hypervisor_hostname=node_name,
+            hypervisor_type=resources["hypervisor_type"],
+            hypervisor_version=int(resources.get("hypervisor_version", 1)),
+            vcpus=int(resources["vcpus"]),
+            memory_mb=int(resources["memory_mb"]),
+            local_gb=int(resources["local_gb"]),
+            cpu_info=resources.get("cpu_info") or {},
+            host_ip=resources.get("host_ip"),
+            updated_at=now,
+        )
+        async with self.rt.db.begin() as conn:
+            exists = await conn.scalar(sa.select(t.compute_nodes.c.id).where(t.compute_nodes.c.uuid == uuid))
+            if exists:
+                await conn.execute(t.compute_nodes.update().where(t.compute_nodes.c.uuid == uuid).values(**values))
+            else:
+                await conn.execute(t.compute_nodes.insert().values(uuid=uuid, created_at=now, **values))
+            await placement.ensure_provider(conn, uuid, node_name)
+            await placement.set_inventories(
+                conn,
+                uuid,
+                {
+                    placement.VCPU: placement.Inventory(
+                        total=values["vcpus"], allocation_ratio=settings.cpu_allocation_ratio
+                    ),
+                    placement.MEMORY_MB: placement.Inventory(
+                        total=values["memory_mb"],
+                        reserved=settings.reserved_host_memory_mb,
+                        allocation_ratio=settings.ram_allocation_ratio,
+                    ),
+                    placement.DISK_GB: placement.Inventory(
+                        total=values["local_gb"],
+                        reserved=settings.reserved_host_disk_gb,
+                        allocation_ratio=settings.disk_allocation_ratio,
+                    ),
+                },
+            )
+        return uuid
+
+    async def instance_update(
+        self,
+        ctx: RequestContext,
+        instance_uuid: str,
+        values: dict[str, Any],
+        event: dict[str, Any] | None = None,
+        finish_action: bool = False,
+        fault: str | None = None,
+    ) -> bool:
+        """Apply an agent's instance change (with its action event) in one transaction."""
+        bad = set(values) - AGENT_WRITABLE
+        if bad:
+            raise ValueError(f"agents may not set {', '.join(sorted(bad))}")
+        changes = {k: (parse_iso(v) if k.endswith("_at") and isinstance(v, str) else v) for k, v in values.items()}
+        changes["updated_at"] = utcnow()
+        async with self.rt.db.begin() as conn:
+            result = await conn.execute(
+                t.instances.update()
+                .where(t.instances.c.uuid == instance_uuid, t.instances.c.deleted.is_(False))
+                .values(**changes)
+            )
+            if event:
+                await records.record_event(
+                    conn,
+                    instance_uuid,
+                    event.get("request_id") or ctx.request_id,
+                    event["event"],
+                    start_time=parse_iso(event["start_time"]) if event.get("start_time") else None,
+                    finish_time=utcnow(),
+                    result=event.get("result"),
+                    traceback=event.get("traceback"),
+                    host=event.get("host"),
+                )
+            if fault:
+                await records.add_fault(conn, instance_uuid, fault, host=(event or {}).get("host"))
+            if finish_action:
+                await records.finish_action(conn, instance_uuid, ctx.request_id)
+        return result.rowcount > 0
+
+    async def instance_destroyed(self, ctx: RequestContext, instance_uuid: str, host: str) -> None:
+        """The agent removed the guest: free its resources and mark the instance deleted."""
+        async with self.rt.db.begin() as conn:
+            await records.finalize_delete(conn, instance_uuid)
+            await records.record_event(
+                conn, instance_uuid, ctx.request_id, "compute_terminate_instance",
+                finish_time=utcnow(), result="Success", host=host,
+            )
+            await records.finish_action(conn, instance_uuid, ctx.request_id)
+
+    async def instances_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
+        """What the database says should live on ``host`` (for the agent's reconciliation)."""
+        async with self.rt.db.connect() as conn:
+            rows = await conn.execute(
+                sa.select(t.instances).where(t.instances.c.host == host, t.instances.c.deleted.is_(False))
+            )
+            return [await records.payload_from_row(conn, row) for row in rows.fetchall()]
+
+    async def sync_power_states(self, ctx: RequestContext, host: str, power_states: dict[str, int]) -> None:
+        """Record the hypervisor's view; a guest that stopped by itself becomes SHUTOFF."""
+        if not power_states:
+            return
+        async with self.rt.db.begin() as conn:
+            rows = await conn.execute(
+                sa.select(t.instances.c.uuid, t.instances.c.vm_state, t.instances.c.task_state,
+                          t.instances.c.power_state)
+                .where(t.instances.c.uuid.in_(list(power_states)), t.instances.c.host == host,
+                       t.instances.c.deleted.is_(False))
+            )
+            for row in rows.fetchall():
+                power = int(power_states[row.uuid])
+                if row.task_state is not None:
+                    continue  # an operation is under way; it will set the state when it ends
+                values: dict[str, Any] = {}
+                if power != row.power_state:
+                    values["power_state"] = power
+                if row.vm_state == states.ACTIVE and power in (4, 6, 0):
+                    values["vm_state"] = states.STOPPED
+                    log.info("conductor.guest_stopped_itself", instance=row.uuid, power_state=power)
+                elif row.vm_state == states.STOPPED and power == 1:
+                    values["vm_state"] = states.ACTIVE
+                    log.info("conductor.guest_started_itself", instance=row.uuid)
+                if values:
+                    values["updated_at"] = utcnow()
+                    await conn.execute(t.instances.update().where(t.instances.c.uuid == row.uuid).values(**values))
+
+    # -- periodic -----------------------------------------------------------------------------
+
+    async def _report_loop(self) -> None:
+        host = self.settings.host or socket.gethostname()
+        while True:
+            try:
+                async with self.rt.db.begin() as conn:
+                    await records.upsert_service(conn, host, "nova-conductor", "conductor", "internal")
+            except Exception:
+                log.exception("conductor.report_failed")
+            await asyncio.sleep(self.settings.report_interval)
+
+    async def _build_watchdog(self) -> None:
+        interval = max(1.0, min(self.settings.report_interval, 30.0))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.check_stuck_builds()
+            except Exception:
+                log.exception("conductor.watchdog_failed")
+
+    async def check_stuck_builds(self) -> list[str]:
+        """Put builds in ERROR that exceeded ``build_timeout`` or whose host is down."""
+        now = utcnow()
+        timeout_before = now - timedelta(seconds=self.settings.build_timeout)
+        failed: list[tuple[str, str, str | None]] = []
+        async with self.rt.db.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(t.instances.c.uuid, t.instances.c.host, t.instances.c.created_at)
+                    .where(t.instances.c.vm_state == states.BUILDING, t.instances.c.deleted.is_(False))
+                )
+            ).fetchall()
+            if not rows:
+                return []
+            services = {
+                s.host: s
+                for s in await conn.execute(sa.select(t.services).where(t.services.c.binary == "nova-compute"))
+            }
+        for row in rows:
+            if row.created_at <= timeout_before:
+                failed.append((row.uuid, f"Build of instance {row.uuid} aborted: timed out after "
+                               f"{self.settings.build_timeout:g} seconds.", row.host))
+            elif row.host and row.host in services and not is_up(services[row.host], self.settings.service_down_time):
+                failed.append((row.uuid, f"Build of instance {row.uuid} aborted: compute host {row.host} "
+                               "went down.", row.host))
+        for uuid, message, host in failed:
+            async with self.rt.db.begin() as conn:
+                await placement.release(conn, uuid)
+                result = await conn.execute(
+                    t.instances.update()
+                    .where(t.instances.c.uuid == uuid, t.instances.c.vm_state == states.BUILDING)
+                    .values(vm_state=states.ERROR, task_state=None, updated_at=utcnow())
+                )
+                if result.rowcount:
+                    await records.add_fault(conn, uuid, message, host=host)
+            log.warning("conductor.build_aborted", instance=uuid, reason=message)
+        return [f[0] for f in failed]

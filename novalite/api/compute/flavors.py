@@ -1,0 +1,5 @@
+"""Placeholder (being written)."""
+
+from aiohttp import web
+
+routes = web.RouteTableDef()

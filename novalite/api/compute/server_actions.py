@@ -1,0 +1,236 @@
+"""Server actions: ``POST /servers/{id}/action`` with one key naming the action.
+
+Each power action is checked against the instance's current vm_state and task_state
+(Nova's rules; 409 ``conflictingRequest`` otherwise) and against its host's service
+being up (409 rather than a request that would hang), then sets the task_state,
+records the instance action, and casts to the host's agent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from aiohttp import web
+
+from novalite.api.app import context, json_response, read_json, runtime
+from novalite.api.compute.common import require_admin, require_member
+from novalite.api.compute.microversions import microversion
+from novalite.api.compute.servers import get_instance_row, host_is_up
+from novalite.api.errors import BadRequest, Conflict
+from novalite.bus import BusError
+from novalite.compute import records, states
+from novalite.db import schema as t
+from novalite.timeutil import utcnow
+
+routes = web.RouteTableDef()
+
+#: Nova caps console output it returns (MAX_CONSOLE_BYTES).
+MAX_CONSOLE_BYTES = 100 * 1024
+
+
+@dataclass(frozen=True)
+class PowerAction:
+    """A state-checked action handed to the agent."""
+
+    name: str  # the action's name in messages and instance actions
+    agent_method: str
+    vm_states: tuple[str, ...]
+    task_state: str
+    task_states: tuple[str | None, ...] = (None,)
+
+
+ACTIONS: dict[str, PowerAction] = {
+    "os-stop": PowerAction("stop", "stop_instance", (states.ACTIVE, states.ERROR), states.POWERING_OFF),
+    "os-start": PowerAction("start", "start_instance", (states.STOPPED,), states.POWERING_ON),
+    "pause": PowerAction("pause", "pause_instance", (states.ACTIVE,), states.PAUSING),
+    "unpause": PowerAction("unpause", "unpause_instance", (states.PAUSED,), states.UNPAUSING),
+    "suspend": PowerAction("suspend", "suspend_instance", (states.ACTIVE,), states.SUSPENDING),
+    "resume": PowerAction("resume", "resume_instance", (states.SUSPENDED,), states.RESUMING),
+}
+SOFT_REBOOT = PowerAction("reboot", "reboot_instance", (states.ACTIVE,), states.REBOOTING)
+HARD_REBOOT = PowerAction(
+    "reboot",
+    "reboot_instance",
+    (states.ACTIVE, states.STOPPED, states.PAUSED, states.SUSPENDED, states.ERROR),
+    states.REBOOTING_HARD,
+    (None, states.REBOOTING, states.REBOOTING_HARD),
+)
+
+
+def _conflict(action: str, server_id: str, attr: str, state: Any) -> Conflict:
+    return Conflict(f"Cannot '{action}' instance {server_id} while it is in {attr} {state}")
+
+
+async def _run(request: web.Request, action: PowerAction, **agent_args: Any) -> web.Response:
+    ctx = context(request)
+    require_member(ctx, f"os_compute_api:servers:{action.name}")
+    rt = runtime(request)
+    server_id = request.match_info["server_id"]
+    async with rt.db.begin() as conn:
+        row = await get_instance_row(conn, ctx, server_id)
+        if row.locked and not ctx.is_admin:
+            raise Conflict(f"Instance {server_id} is locked")
+        if row.vm_state not in action.vm_states:
+            raise _conflict(action.name, server_id, "vm_state", row.vm_state)
+        if row.task_state not in action.task_states:
+            raise _conflict(action.name, server_id, "task_state", row.task_state)
+        if not row.host or not await host_is_up(conn, row.host, rt.settings.service_down_time):
+            raise Conflict(
+                f"Cannot '{action.name}' instance {server_id}: its compute host {row.host or '(none)'} is down "
+                "or unreachable."
+            )
+        # The conditional UPDATE makes the state check and the change one atomic step.
+        changed = await conn.execute(
+            t.instances.update()
+            .where(
+                t.instances.c.uuid == server_id,
+                t.instances.c.vm_state == row.vm_state,
+                t.instances.c.task_state.is_(None) if row.task_state is None
+                else t.instances.c.task_state == row.task_state,
+            )
+            .values(task_state=action.task_state, updated_at=utcnow())
+        )
+        if changed.rowcount != 1:
+            raise _conflict(action.name, server_id, "task_state", "(changed concurrently)")
+        await records.start_action(conn, server_id, action.name, ctx.request_id, ctx.user_id, ctx.project_id)
+        payload = await records.payload_from_row(conn, row)
+    await rt.bus.cast(ctx, f"compute.{row.host}", action.agent_method, instance=payload, **agent_args)
+    return web.Response(status=202)
+
+
+async def _reboot(request: web.Request, body: Any) -> web.Response:
+    if not isinstance(body, dict) or "type" not in body:
+        raise BadRequest("Invalid input for field/attribute reboot. Value: %s. 'type' is a required property" % body)
+    kind = str(body["type"]).upper()
+    if kind not in ("SOFT", "HARD"):
+        raise BadRequest(f"Invalid input for field/attribute type. Value: {body['type']}. "
+                         f"'{body['type']}' is not one of ['HARD', 'Hard', 'hard', 'SOFT', 'Soft', 'soft']")
+    return await _run(request, HARD_REBOOT if kind == "HARD" else SOFT_REBOOT, reboot_type=kind)
+
+
+async def _console_output(request: web.Request, body: Any) -> web.Response:
+    ctx = context(request)
+    rt = runtime(request)
+    server_id = request.match_info["server_id"]
+    length = (body or {}).get("length") if isinstance(body, dict) else None
+    if length is not None:
+        try:
+            length = int(length)
+        except (TypeError, ValueError):
+            raise BadRequest(f"Invalid input for field/attribute length. Value: {length}. "
+                             f"'{length}' is not of type 'integer'") from None
+        if length < -1:
+            raise BadRequest(f"Invalid input for field/attribute length. Value: {length}. "
+                             f"{length} is less than the minimum of -1")
+    async with rt.db.connect() as conn:
+        row = await get_instance_row(conn, ctx, server_id)
+        if not row.host or row.vm_state == states.BUILDING:
+            raise Conflict(f"Instance {server_id} has not been scheduled to a host yet." if not row.host
+                           else f"Instance {server_id} is not ready")
+        if not await host_is_up(conn, row.host, rt.settings.service_down_time):
+            raise Conflict(f"Compute host {row.host} of instance {server_id} is down.")
+        payload = await records.payload_from_row(conn, row)
+    try:
+        output: str = await rt.bus.call(
+            ctx, f"compute.{row.host}", "get_console_output", instance=payload, timeout=rt.settings.rpc_timeout
+        )
+    except BusError as exc:
+        raise Conflict(f"Could not get the console output of instance {server_id}: {exc}") from None
+    output = output[-MAX_CONSOLE_BYTES:]
+    if length is not None and length >= 0:
+        lines = output.splitlines(keepends=True)
+        output = "".join(lines[-length:]) if length else ""
+    return json_response({"output": output})
+
+
+async def _lock(request: web.Request, body: Any) -> web.Response:
+    ctx = context(request)
+    require_member(ctx, "os_compute_api:os-lock-server:lock")
+    rt = runtime(request)
+    server_id = request.match_info["server_id"]
+    reason = body.get("locked_reason") if isinstance(body, dict) else None
+    if reason is not None and microversion(request).below("2.73"):
+        raise BadRequest("Invalid input for field/attribute lock. Additional properties are not allowed "
+                         "('locked_reason' was unexpected)")
+    async with rt.db.begin() as conn:
+        await get_instance_row(conn, ctx, server_id)
+        await conn.execute(
+            t.instances.update().where(t.instances.c.uuid == server_id)
+            .values(locked=True, locked_reason=reason, updated_at=utcnow())
+        )
+        await records.start_action(conn, server_id, "lock", ctx.request_id, ctx.user_id, ctx.project_id)
+    return web.Response(status=202)
+
+
+async def _unlock(request: web.Request, body: Any) -> web.Response:
+    ctx = context(request)
+    require_member(ctx, "os_compute_api:os-lock-server:unlock")
+    rt = runtime(request)
+    server_id = request.match_info["server_id"]
+    async with rt.db.begin() as conn:
+        await get_instance_row(conn, ctx, server_id)
+        await conn.execute(
+            t.instances.update().where(t.instances.c.uuid == server_id)
+            .values(locked=False, locked_reason=None, updated_at=utcnow())
+        )
+        await records.start_action(conn, server_id, "unlock", ctx.request_id, ctx.user_id, ctx.project_id)
+    return web.Response(status=202)
+
+
+async def _reset_state(request: web.Request, body: Any) -> web.Response:
+    ctx = context(request)
+    require_admin(ctx, "os_compute_api:os-admin-actions:reset_state")
+    state = (body or {}).get("state") if isinstance(body, dict) else None
+    if state not in ("active", "error"):
+        raise BadRequest(f"Invalid input for field/attribute state. Value: {state}. "
+                         f"'{state}' is not one of ['active', 'error']")
+    rt = runtime(request)
+    server_id = request.match_info["server_id"]
+    async with rt.db.begin() as conn:
+        await get_instance_row(conn, ctx, server_id)
+        await conn.execute(
+            t.instances.update().where(t.instances.c.uuid == server_id)
+            .values(vm_state=state, task_state=None, updated_at=utcnow())
+        )
+    return web.Response(status=202)
+
+
+def _simple(key: str) -> Callable[[web.Request, Any], Awaitable[web.Response]]:
+    async def handler(request: web.Request, body: Any) -> web.Response:
+        return await _run(request, ACTIONS[key])
+
+    return handler
+
+
+HANDLERS: dict[str, Callable[[web.Request, Any], Awaitable[web.Response]]] = {
+    **{key: _simple(key) for key in ACTIONS},
+    "reboot": _reboot,
+    "os-getConsoleOutput": _console_output,
+    "lock": _lock,
+    "unlock": _unlock,
+    "os-resetState": _reset_state,
+}
+
+
+def register(name: str, handler: Callable[[web.Request, Any], Awaitable[web.Response]]) -> None:
+    """Let other modules (consoles) add actions to the same endpoint."""
+    HANDLERS[name] = handler
+
+
+@routes.post("/v2.1/servers/{server_id}/action")
+async def action(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    if not isinstance(body, dict) or len(body) != 1:
+        raise BadRequest("There is either no action or more than one action in the request body.")
+    (name, args), = body.items()
+    handler = HANDLERS.get(name)
+    if handler is None:
+        raise BadRequest(f"There is no such action: {name}")
+    return await handler(request, args)
+
+
+async def instance_exists(conn: Any, server_id: str) -> bool:
+    return bool(await conn.scalar(sa.select(sa.func.count()).where(t.instances.c.uuid == server_id)))

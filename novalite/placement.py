@@ -1,0 +1,233 @@
+"""Placement: inventories, allocations and atomic claims, in the database.
+
+A resource provider (one per compute node) has inventories per resource class
+(``VCPU``, ``MEMORY_MB``, ``DISK_GB``): total, reserved and allocation ratio. An
+instance's claim is one allocation row per class. Capacity is
+``(total - reserved) * allocation_ratio``.
+
+Why claims cannot overcommit, even with several schedulers in several processes: a
+claim reads the provider's ``generation``, checks capacity against the allocations it
+sees, and writes its allocations only if ``UPDATE ... SET generation = g + 1 WHERE
+generation = g`` changed exactly one row. Any concurrent claim that committed in
+between bumped the generation, so this UPDATE matches nothing and the claim retries on
+fresh data. On PostgreSQL the UPDATE waits for the competing transaction and then
+re-checks the WHERE clause; on SQLite the process's single connection serializes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from novalite.db import schema as t
+from novalite.db.engine import Database
+
+VCPU = "VCPU"
+MEMORY_MB = "MEMORY_MB"
+DISK_GB = "DISK_GB"
+RESOURCE_CLASSES = (VCPU, MEMORY_MB, DISK_GB)
+MAX_GENERATION_RETRIES = 10
+
+
+class ClaimConflict(Exception):
+    """The provider's generation moved under us; the caller retries with fresh data."""
+
+
+@dataclass
+class Inventory:
+    total: int
+    reserved: int = 0
+    allocation_ratio: float = 1.0
+    min_unit: int = 1
+    max_unit: int = 0
+    step_size: int = 1
+
+    @property
+    def capacity(self) -> int:
+        return int((self.total - self.reserved) * self.allocation_ratio)
+
+
+@dataclass
+class ProviderUsage:
+    uuid: str
+    name: str
+    generation: int
+    inventories: dict[str, Inventory] = field(default_factory=dict)
+    used: dict[str, int] = field(default_factory=dict)
+
+    def free(self, rc: str) -> int:
+        inv = self.inventories.get(rc)
+        return inv.capacity - self.used.get(rc, 0) if inv else 0
+
+    def fits(self, resources: dict[str, int]) -> bool:
+        for rc, amount in resources.items():
+            if amount <= 0:
+                continue
+            inv = self.inventories.get(rc)
+            if inv is None or amount > (inv.max_unit or inv.total) or amount > self.free(rc):
+                return False
+        return True
+
+
+def flavor_resources(flavor: dict) -> dict[str, int]:
+    """What an instance of ``flavor`` consumes: vCPUs, RAM, and root+ephemeral+swap disk."""
+    swap_gb = (int(flavor.get("swap") or 0) + 1023) // 1024
+    return {
+        VCPU: int(flavor["vcpus"]),
+        MEMORY_MB: int(flavor["memory_mb"]),
+        DISK_GB: int(flavor["root_gb"]) + int(flavor.get("ephemeral_gb") or 0) + swap_gb,
+    }
+
+
+async def ensure_provider(conn: AsyncConnection, uuid: str, name: str) -> None:
+    exists = await conn.scalar(sa.select(t.resource_providers.c.uuid).where(t.resource_providers.c.uuid == uuid))
+    if not exists:
+        await conn.execute(t.resource_providers.insert().values(uuid=uuid, name=name, generation=0))
+
+
+async def set_inventories(conn: AsyncConnection, provider_uuid: str, inventories: dict[str, Inventory]) -> bool:
+    """Replace the provider's inventories if they differ; bumps the generation. Returns True if changed."""
+    current = await _inventories(conn, provider_uuid)
+    if current == inventories:
+        return False
+    await conn.execute(t.inventories.delete().where(t.inventories.c.provider_uuid == provider_uuid))
+    await conn.execute(
+        t.inventories.insert(),
+        [
+            dict(
+                provider_uuid=provider_uuid,
+                resource_class=rc,
+                total=inv.total,
+                reserved=inv.reserved,
+                allocation_ratio=inv.allocation_ratio,
+                min_unit=inv.min_unit,
+                max_unit=inv.max_unit or inv.total,
+                step_size=inv.step_size,
+            )
+            for rc, inv in inventories.items()
+        ],
+    )
+    await conn.execute(
+        t.resource_providers.update()
+        .where(t.resource_providers.c.uuid == provider_uuid)
+        .values(generation=t.resource_providers.c.generation + 1)
+    )
+    return True
+
+
+async def _inventories(conn: AsyncConnection, provider_uuid: str) -> dict[str, Inventory]:
+    rows = await conn.execute(sa.select(t.inventories).where(t.inventories.c.provider_uuid == provider_uuid))
+    return {
+        r.resource_class: Inventory(
+            total=r.total,
+            reserved=r.reserved,
+            allocation_ratio=r.allocation_ratio,
+            min_unit=r.min_unit,
+            max_unit=r.max_unit,
+            step_size=r.step_size,
+        )
+        for r in rows
+    }
+
+
+async def provider_usage(conn: AsyncConnection, provider_uuid: str) -> ProviderUsage | None:
+    row = (
+        await conn.execute(sa.select(t.resource_providers).where(t.resource_providers.c.uuid == provider_uuid))
+    ).first()
+    if row is None:
+        return None
+    usage = ProviderUsage(uuid=row.uuid, name=row.name, generation=row.generation)
+    usage.inventories = await _inventories(conn, provider_uuid)
+    used = await conn.execute(
+        sa.select(t.allocations.c.resource_class, sa.func.sum(t.allocations.c.used))
+        .where(t.allocations.c.provider_uuid == provider_uuid)
+        .group_by(t.allocations.c.resource_class)
+    )
+    usage.used = {rc: int(total or 0) for rc, total in used}
+    return usage
+
+
+async def all_usages(conn: AsyncConnection) -> dict[str, ProviderUsage]:
+    """Every provider with its inventories and usage, in three queries (the scheduler's view)."""
+    usages = {
+        r.uuid: ProviderUsage(uuid=r.uuid, name=r.name, generation=r.generation)
+        for r in await conn.execute(sa.select(t.resource_providers))
+    }
+    for r in await conn.execute(sa.select(t.inventories)):
+        if r.provider_uuid in usages:
+            usages[r.provider_uuid].inventories[r.resource_class] = Inventory(
+                total=r.total,
+                reserved=r.reserved,
+                allocation_ratio=r.allocation_ratio,
+                min_unit=r.min_unit,
+                max_unit=r.max_unit,
+                step_size=r.step_size,
+            )
+    used = await conn.execute(
+        sa.select(t.allocations.c.provider_uuid, t.allocations.c.resource_class, sa.func.sum(t.allocations.c.used))
+        .group_by(t.allocations.c.provider_uuid, t.allocations.c.resource_class)
+    )
+    for provider_uuid, rc, total in used:
+        if provider_uuid in usages:
+            usages[provider_uuid].used[rc] = int(total or 0)
+    return usages
+
+
+async def _claim_once(conn: AsyncConnection, consumer_uuid: str, provider_uuid: str, resources: dict[str, int]) -> bool:
+    usage = await provider_usage(conn, provider_uuid)
+    if usage is None or not usage.fits(resources):
+        return False
+    bumped = await conn.execute(
+        t.resource_providers.update()
+        .where(
+            t.resource_providers.c.uuid == provider_uuid,
+            t.resource_providers.c.generation == usage.generation,
+        )
+        .values(generation=usage.generation + 1)
+    )
+    if bumped.rowcount != 1:
+        raise ClaimConflict(provider_uuid)
+    await conn.execute(
+        t.allocations.insert(),
+        [
+            dict(provider_uuid=provider_uuid, consumer_uuid=consumer_uuid, resource_class=rc, used=amount)
+            for rc, amount in resources.items()
+            if amount > 0
+        ],
+    )
+    return True
+
+
+async def claim(db: Database, consumer_uuid: str, provider_uuid: str, resources: dict[str, int]) -> bool:
+    """Atomically allocate ``resources`` on the provider for the consumer.
+
+    Returns False when the provider lacks room. Each attempt is its own short
+    transaction; a generation conflict retries on fresh data.
+    """
+    for _ in range(MAX_GENERATION_RETRIES):
+        try:
+            async with db.begin() as conn:
+                return await _claim_once(conn, consumer_uuid, provider_uuid, resources)
+        except ClaimConflict:
+            continue
+    return False
+
+
+async def release(conn: AsyncConnection, consumer_uuid: str) -> None:
+    """Free everything the consumer holds (its instance was deleted or failed to build)."""
+    providers = [
+        r[0]
+        for r in await conn.execute(
+            sa.select(t.allocations.c.provider_uuid).where(t.allocations.c.consumer_uuid == consumer_uuid).distinct()
+        )
+    ]
+    if not providers:
+        return
+    await conn.execute(t.allocations.delete().where(t.allocations.c.consumer_uuid == consumer_uuid))
+    await conn.execute(
+        t.resource_providers.update()
+        .where(t.resource_providers.c.uuid.in_(providers))
+        .values(generation=t.resource_providers.c.generation + 1)
+    )
