@@ -15,7 +15,6 @@ NOVA_FAULT_NAMES = {
     403: "forbidden",
     404: "itemNotFound",
     405: "badMethod",
-    406: "notAcceptable",
     409: "conflictingRequest",
     413: "overLimit",
     415: "badMediaType",

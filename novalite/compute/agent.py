@@ -231,7 +231,7 @@ class ComputeAgent:
                 ctx, "instance_update", instance_uuid=uuid, values=values, finish_action=True,
                 event={"event": event, "start_time": started, "result": "Success", "host": self.host},
             )
-        log.info("compute.operation_done", instance=uuid, event=event,
+        log.info("compute.operation_done", instance=uuid, action_event=event,
                  ms=round((time.perf_counter() - t0) * 1000, 1))
         return True
 

@@ -1,4 +1,10 @@
-"""Quotas: per-project limits (defaults from settings, overrides in the ``quotas`` table) and usage."""
+"""Quotas: per-project limits (defaults from the settings, overrides in ``quotas``) and usage.
+
+Usage is counted from the records themselves, as Nova does since Pike: instances,
+cores and RAM from the project's non-deleted instances, key pairs per user. There are
+no reservations; :func:`check_quota` is called inside the transaction that creates
+the instances.
+"""
 
 from __future__ import annotations
 
@@ -7,47 +13,121 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from novalite.api.errors import Forbidden
 from novalite.db import schema as t
 
-RESOURCES = ("instances", "cores", "ram", "key_pairs", "metadata_items")
+#: Every quota resource Nova knows, in Nova's order. The network and file-injection
+#: ones are fixed (they are only shown by old microversions).
+RESOURCES = (
+    "instances",
+    "cores",
+    "ram",
+    "floating_ips",
+    "fixed_ips",
+    "metadata_items",
+    "injected_files",
+    "injected_file_content_bytes",
+    "injected_file_path_bytes",
+    "key_pairs",
+    "security_groups",
+    "security_group_rules",
+    "server_groups",
+    "server_group_members",
+)
+
+#: Resources the API stops showing at 2.36 and at 2.57.
+REMOVED_2_36 = ("fixed_ips", "floating_ips", "security_group_rules", "security_groups")
+REMOVED_2_57 = (*REMOVED_2_36, "injected_files", "injected_file_content_bytes", "injected_file_path_bytes")
+
+UNLIMITED = -1
 
 
-class QuotaExceeded(Exception):
-    def __init__(self, resource: str, requested: int, used: int, allowed: int) -> None:
-        super().__init__(
-            f"Quota exceeded for {resource}: Requested {requested}, but already used {used} of {allowed} {resource}"
-        )
+class QuotaExceeded(Forbidden):
+    """Creating would exceed a quota: 403 with Nova's TooManyInstances message.
+
+    ``resource``/``requested``/``used``/``allowed`` are single values, or lists of
+    equal length when several resources are over at once.
+    """
+
+    def __init__(self, resource: Any, requested: Any, used: Any, allowed: Any) -> None:
+        def join(value: Any) -> str:
+            return ", ".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
+
         self.resource, self.requested, self.used, self.allowed = resource, requested, used, allowed
+        overs = join(resource)
+        super().__init__(
+            f"Quota exceeded for {overs}: Requested {join(requested)}, but already used "
+            f"{join(used)} of {join(allowed)} {overs}"
+        )
+
+
+def default_limits(settings: Any) -> dict[str, int]:
+    """The limits of a project without overrides (Nova's defaults, core ones from settings)."""
+    return {
+        "instances": settings.quota_instances,
+        "cores": settings.quota_cores,
+        "ram": settings.quota_ram,
+        "floating_ips": UNLIMITED,
+        "fixed_ips": UNLIMITED,
+        "metadata_items": settings.quota_metadata_items,
+        "injected_files": 5,
+        "injected_file_content_bytes": 10240,
+        "injected_file_path_bytes": 255,
+        "key_pairs": settings.quota_key_pairs,
+        "security_groups": UNLIMITED,
+        "security_group_rules": UNLIMITED,
+        "server_groups": 10,
+        "server_group_members": 10,
+    }
 
 
 async def limits_for(conn: AsyncConnection, settings: Any, project_id: str) -> dict[str, int]:
-    limits = {name: int(getattr(settings, f"quota_{name}")) for name in RESOURCES}
-    rows = await conn.execute(sa.select(t.quotas).where(t.quotas.c.project_id == project_id))
-    for row in rows:
-        limits[row.resource] = row.hard_limit
+    """The project's limit for every resource (-1 is unlimited)."""
+    limits = default_limits(settings)
+    rows = await conn.execute(
+        sa.select(t.quotas.c.resource, t.quotas.c.hard_limit).where(t.quotas.c.project_id == project_id)
+    )
+    for resource, hard_limit in rows:
+        if resource in limits:
+            limits[resource] = hard_limit
     return limits
 
 
-async def usage_for(conn: AsyncConnection, project_id: str) -> dict[str, int]:
+async def usage_for(conn: AsyncConnection, project_id: str, user_id: str | None = None) -> dict[str, int]:
+    """What the project uses now; ``key_pairs`` counts the user's (0 without a user)."""
+    usage = dict.fromkeys(RESOURCES, 0)
     row = (
         await conn.execute(
             sa.select(
                 sa.func.count(),
                 sa.func.coalesce(sa.func.sum(t.instances.c.vcpus), 0),
                 sa.func.coalesce(sa.func.sum(t.instances.c.memory_mb), 0),
-            ).where(t.instances.c.project_id == project_id, t.instances.c.deleted.is_(False))
+            ).where(t.instances.c.project_id == project_id, t.instances.c.deleted == sa.false())
         )
-    ).first()
-    return {"instances": int(row[0]), "cores": int(row[1]), "ram": int(row[2])}
+    ).one()
+    usage["instances"], usage["cores"], usage["ram"] = int(row[0]), int(row[1]), int(row[2])
+    if user_id:
+        usage["key_pairs"] = int(
+            await conn.scalar(sa.select(sa.func.count()).where(t.keypairs.c.user_id == user_id)) or 0
+        )
+    return usage
 
 
 async def check_quota(
     conn: AsyncConnection, settings: Any, project_id: str, instances: int, cores: int, ram: int
 ) -> None:
-    """Raise QuotaExceeded if adding this much would pass a limit (-1 means unlimited)."""
+    """Raise :class:`QuotaExceeded` unless the project can add these resources."""
     limits = await limits_for(conn, settings, project_id)
-    used = await usage_for(conn, project_id)
-    for resource, requested in (("instances", instances), ("cores", cores), ("ram", ram)):
-        allowed = limits[resource]
-        if allowed >= 0 and used[resource] + requested > allowed:
-            raise QuotaExceeded(resource, requested, used[resource], allowed)
+    usage = await usage_for(conn, project_id)
+    wanted = {"instances": instances, "cores": cores, "ram": ram}
+    overs = [
+        name
+        for name in sorted(wanted)
+        if wanted[name] > 0 and limits[name] != UNLIMITED and usage[name] + wanted[name] > limits[name]
+    ]
+    if not overs:
+        return
+    if len(overs) == 1:
+        name = overs[0]
+        raise QuotaExceeded(name, wanted[name], usage[name], limits[name])
+    raise QuotaExceeded(overs, [wanted[n] for n in overs], [usage[n] for n in overs], [limits[n] for n in overs])

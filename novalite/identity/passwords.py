@@ -26,3 +26,18 @@ async def verify_password(password_hash: str | None, password: str) -> bool:
             return False
 
     return await asyncio.to_thread(check)
+
+
+_dummy_hash: str | None = None
+
+
+async def burn_verify(password: str) -> None:
+    """Spend one verification's time on a user that does not exist.
+
+    Without it a failed login returns sooner for unknown user names than for wrong
+    passwords, and the timing tells an attacker which user names exist.
+    """
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = await hash_password("novalite-no-such-user")
+    await verify_password(_dummy_hash, password)

@@ -18,6 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from novalite.db import schema as t
 from novalite.timeutil import utcnow
 
+#: Keystone's default implied roles: holding a role grants the ones it implies, transitively.
+IMPLIED_ROLES: dict[str, list[str]] = {"admin": ["manager"], "manager": ["member"], "member": ["reader"]}
+
 
 @dataclass
 class TokenInfo:
@@ -50,10 +53,9 @@ async def project_roles(conn: AsyncConnection, user_id: str, project_id: str) ->
         .where(t.role_assignments.c.user_id == user_id, t.role_assignments.c.project_id == project_id)
     )
     found = {r.name: r.id for r in rows}
-    implied = {"admin": ["manager"], "manager": ["member"], "member": ["reader"]}
     pending = list(found)
     while pending:
-        for extra in implied.get(pending.pop(), []):
+        for extra in IMPLIED_ROLES.get(pending.pop(), []):
             if extra not in found:
                 rid = await conn.scalar(sa.select(t.roles.c.id).where(t.roles.c.name == extra))
                 if rid:
@@ -68,11 +70,19 @@ async def issue_token(
     project_id: str | None,
     roles: list[dict[str, str]],
     ttl: int,
+    *,
+    expires_at: datetime | None = None,
 ) -> tuple[str, datetime, datetime, str]:
-    """Create a token; returns (token, issued_at, expires_at, audit_id)."""
+    """Create a token; returns (token, issued_at, expires_at, audit_id).
+
+    ``expires_at`` caps the lifetime: a token re-scoped from another must not outlive
+    it (as in Keystone), or re-scoping would extend a stolen token forever.
+    """
     token = "nl" + secrets.token_urlsafe(32)
     issued = utcnow()
     expires = issued + timedelta(seconds=ttl)
+    if expires_at is not None:
+        expires = min(expires, expires_at)
     audit_id = uuid.uuid4().hex[:22]
     await conn.execute(
         t.tokens.insert().values(
@@ -130,6 +140,25 @@ async def validate_token(conn: AsyncConnection, token: str | None) -> TokenInfo 
 async def revoke_token(conn: AsyncConnection, token: str) -> bool:
     result = await conn.execute(t.tokens.delete().where(t.tokens.c.id_hash == token_hash(token)))
     return result.rowcount > 0
+
+
+async def revoke_user_tokens(conn: AsyncConnection, user_id: str, project_id: str | None = None) -> int:
+    """Revoke a user's tokens (on one project only, if given).
+
+    Called when a role is removed or a password changes: token roles are a snapshot
+    taken at issue time, so without this a removed role would keep working until expiry.
+    """
+    query = t.tokens.delete().where(t.tokens.c.user_id == user_id)
+    if project_id is not None:
+        query = query.where(t.tokens.c.project_id == project_id)
+    result = await conn.execute(query)
+    return result.rowcount
+
+
+async def revoke_project_tokens(conn: AsyncConnection, project_id: str) -> int:
+    """Revoke every token scoped to a project (the project is being deleted)."""
+    result = await conn.execute(t.tokens.delete().where(t.tokens.c.project_id == project_id))
+    return result.rowcount
 
 
 async def purge_expired(conn: AsyncConnection) -> int:

@@ -1,0 +1,156 @@
+"""The ``novalite`` command: ``serve``, ``agent``, ``db upgrade``, ``--version``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import Any
+
+from novalite import __version__
+from novalite.config import ALL_SERVICES, load_settings
+from novalite.log import setup_logging
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML config file (default: $NOVALITE_CONFIG)")
+    parser.add_argument("--state-dir", help="where state lives ($NOVALITE_STATE_DIR)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING ($NOVALITE_LOG_LEVEL)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="novalite", description="A compute cloud in one Python process.")
+    parser.add_argument("--version", action="version", version=f"novalite {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API and control plane (and, by default, local compute hosts)")
+    _common(serve)
+    serve.add_argument("--listen", help="host:port of the API ($NOVALITE_LISTEN, default 127.0.0.1:8774)")
+    serve.add_argument(
+        "--services",
+        help=f"comma-separated subset of {','.join(ALL_SERVICES)} (default: all)",
+    )
+    serve.add_argument("--driver", help="hypervisor driver of the local compute hosts ($NOVALITE_DRIVER)")
+    serve.add_argument("--fake-hosts", type=int, help="how many fake hypervisor hosts to run in-process")
+
+    agent = sub.add_parser("agent", help="run only the compute agent beside a hypervisor (no database access)")
+    _common(agent)
+    agent.add_argument("--host", help="this compute host's name (default: the machine's hostname)")
+    agent.add_argument("--driver", help="hypervisor driver ($NOVALITE_DRIVER)")
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="apply pending schema migrations")
+    _common(upgrade)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides: dict[str, Any] = {"state_dir": args.state_dir, "log_level": args.log_level}
+    try:
+        if args.command == "serve":
+            overrides.update(listen=args.listen, driver=args.driver, fake_hosts=args.fake_hosts)
+            if args.services:
+                overrides["services"] = [s.strip() for s in args.services.split(",") if s.strip()]
+            settings = load_settings(args.config, **overrides)
+        elif args.command == "agent":
+            overrides.update(host=args.host, driver=args.driver, services=["compute"])
+            settings = load_settings(args.config, **overrides)
+        else:
+            settings = load_settings(args.config, **overrides)
+    except (ValueError, OSError) as exc:
+        print(f"novalite: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    if args.command == "db":
+        return asyncio.run(_db_upgrade(settings))
+    if args.command == "agent":
+        if settings.database_url:
+            print(
+                "novalite agent: refusing to start with a database URL (NOVALITE_DATABASE_URL / database_url): "
+                "the compute agent reaches the database only through the conductor.",
+                file=sys.stderr,
+            )
+            return 2
+        if settings.transport_url.startswith("memory:"):
+            print(
+                "novalite agent: needs a shared transport (NOVALITE_TRANSPORT_URL=rabbit://...): with the "
+                "in-process transport there is no conductor to talk to.",
+                file=sys.stderr,
+            )
+            return 2
+    return asyncio.run(_serve(settings, agent=args.command == "agent"))
+
+
+async def _db_upgrade(settings: Any) -> int:
+    from novalite.db import Database
+    from novalite.db.migrate import current_revision, upgrade
+
+    db = Database(settings.db_url)
+    try:
+        await upgrade(db)
+        print(f"database at revision {await current_revision(db)}")
+    finally:
+        await db.close()
+    return 0
+
+
+async def _serve(settings: Any, agent: bool) -> int:
+    from novalite.node import Node
+
+    node = Node(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        info = await node.start()
+    except Exception as exc:
+        print(f"novalite: failed to start: {exc}", file=sys.stderr)
+        await node.stop()
+        return 1
+    if agent:
+        hosts = ", ".join(node.compute_hosts())
+        print(f"novalite agent {__version__}: compute host(s) {hosts}, driver {settings.driver}", flush=True)
+    else:
+        _print_banner(node, info)
+    await stop.wait()
+    await node.stop()
+    return 0
+
+
+def _print_banner(node: Any, info: Any) -> None:
+    settings = node.settings
+    lines = [
+        f"novalite {__version__} serving {', '.join(node.roles)}",
+        f"  API:          {info.api_url}  (identity /identity/v3, compute /compute/v2.1, image /image)",
+        f"  state dir:    {info.state_dir}",
+        f"  database:     {_redact(settings.db_url)}",
+        f"  transport:    {_redact(settings.transport_url)}",
+    ]
+    if "compute" in node.roles:
+        lines.append(f"  hypervisor:   driver {settings.driver} on {', '.join(node.compute_hosts())}")
+    lines.append(f"  admin password: {info.admin_password_source}")
+    if info.generated_password:
+        lines.append(f"  admin password (shown once): {info.generated_password}")
+    if info.clouds_yaml:
+        lines.append(f"  clouds.yaml:  {info.clouds_yaml}")
+        lines.append(f"  use it:       export OS_CLIENT_CONFIG_FILE={info.clouds_yaml} OS_CLOUD=novalite")
+    print("\n".join(lines), flush=True)
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+if __name__ == "__main__":
+    sys.exit(main())

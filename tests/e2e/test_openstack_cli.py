@@ -1,0 +1,228 @@
+"""End to end: ``novalite serve`` as a subprocess, driven by the real ``openstack`` CLI.
+
+This is the README's scenario, step by step, asserting on what the CLI prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.e2e
+
+OPENSTACK = shutil.which("openstack") or str(Path(sys.executable).with_name("openstack"))
+
+
+class Cli:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+
+    def run(self, *args: str, check: bool = True, user: tuple[str, str, str] | None = None) -> str:
+        cmd = [OPENSTACK, *args]
+        env = dict(self.env)
+        if user:
+            env.update(OS_USERNAME=user[0], OS_PASSWORD=user[1], OS_PROJECT_NAME=user[2])
+            cmd = [OPENSTACK, f"--os-username={user[0]}", f"--os-password={user[1]}",
+                   f"--os-project-name={user[2]}", *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"openstack {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc.stdout if check else proc.stdout + proc.stderr
+
+    def json(self, *args: str, **kw) -> object:
+        return json.loads(self.run(*args, "-f", "json", **kw))
+
+    def wait_status(self, server: str, status: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self.run("server", "show", server, "-f", "value", "-c", "status").strip()
+            if current == status:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{server} is {current}, expected {status}")
+            time.sleep(0.3)
+
+
+def tiny_qcow2(path: Path, virtual_size: int = 64 * 1024 * 1024) -> None:
+    """A qcow2 header (magic, version 3, virtual size) padded to 64 KiB: enough for an image service."""
+    header = b"QFI\xfb" + struct.pack(">I", 3) + b"\0" * 16 + struct.pack(">Q", virtual_size)
+    path.write_bytes(header + b"\0" * (65536 - len(header)))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    state = tmp_path_factory.mktemp("state")
+    port = free_port()
+    env = dict(os.environ, NOVALITE_STATE_DIR=str(state), NOVALITE_LISTEN=f"127.0.0.1:{port}",
+               NOVALITE_FAKE_HOSTS="3", NOVALITE_REPORT_INTERVAL="1")
+    env.pop("NOVALITE_ADMIN_PASSWORD", None)
+    log = open(state / "serve.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "novalite.cli", "serve"], stdout=subprocess.PIPE, stderr=log,
+                            text=True, env=env)
+    banner = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        banner.append(line)
+        if "use it:" in line:
+            break
+    text = "".join(banner)
+    assert "use it:" in text, f"novalite serve did not start:\n{text}\n{(state / 'serve.log').read_text()}"
+    info = {"proc": proc, "state": state, "banner": text, "env": env, "port": port}
+    yield info
+    info["proc"].terminate()
+    info["proc"].wait(timeout=30)
+    log.close()
+
+
+def cli_for(served) -> Cli:
+    clouds = served["state"] / "clouds.yaml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env.update(OS_CLIENT_CONFIG_FILE=str(clouds), OS_CLOUD="novalite")
+    return Cli(env)
+
+
+def test_serve_banner_tells_where_things_are(served):
+    banner = served["banner"]
+    assert f"state dir:    {served['state']}" in banner
+    assert "admin password (shown once):" in banner  # generated on the first start
+    assert f"OS_CLIENT_CONFIG_FILE={served['state'] / 'clouds.yaml'} OS_CLOUD=novalite" in banner
+    assert (served["state"] / "novalite.db").exists()
+    assert oct((served["state"] / "clouds.yaml").stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_readme_scenario(served, tmp_path):
+    cli = cli_for(served)
+    flavors = cli.json("flavor", "list")
+    assert "m1.tiny" in {f["Name"] for f in flavors}
+
+    image_file = tmp_path / "some.qcow2"
+    tiny_qcow2(image_file)
+    image = cli.json("image", "create", "--file", str(image_file), "--disk-format", "qcow2", "tiny")
+    assert image["status"] == "active" and image["size"] == 65536
+
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    pub = tmp_path / "id_ed25519.pub"
+    pub.write_bytes(key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b" me@lab")
+    kp = cli.json("keypair", "create", "--public-key", str(pub), "k1")
+    assert kp["name"] == "k1" and kp["fingerprint"]
+
+    server = cli.json("server", "create", "--flavor", "m1.tiny", "--image", "tiny", "--key-name", "k1",
+                      "--nic", "none", "--wait", "vm1")
+    assert server["status"] == "ACTIVE"
+    listed = cli.json("server", "list")
+    assert [(s["Name"], s["Status"]) for s in listed] == [("vm1", "ACTIVE")]
+    shown = cli.json("server", "show", "vm1")
+    assert shown["key_name"] == "k1" and shown["flavor"].startswith("m1.tiny") or "m1.tiny" in str(shown["flavor"])
+
+    cli.run("server", "stop", "vm1")
+    cli.wait_status("vm1", "SHUTOFF")
+    conflict = cli.run("server", "pause", "vm1", check=False)
+    assert "409" in conflict or "Cannot 'pause'" in conflict
+    cli.run("server", "start", "vm1")
+    cli.wait_status("vm1", "ACTIVE")
+    cli.run("server", "reboot", "--wait", "vm1")
+    cli.wait_status("vm1", "ACTIVE")
+    cli.run("server", "pause", "vm1")
+    cli.wait_status("vm1", "PAUSED")
+    cli.run("server", "unpause", "vm1")
+    cli.wait_status("vm1", "ACTIVE")
+    cli.run("server", "suspend", "vm1")
+    cli.wait_status("vm1", "SUSPENDED")
+    cli.run("server", "resume", "vm1")
+    cli.wait_status("vm1", "ACTIVE")
+
+    log = cli.run("console", "log", "show", "vm1")
+    assert "novalite fake guest vm1 booting" in log
+
+    events = cli.json("server", "event", "list", "vm1")
+    actions = [e["Action"] for e in events]
+    for expected in ("create", "stop", "start", "reboot", "pause", "unpause", "suspend", "resume"):
+        assert expected in actions
+
+    hypervisors = cli.json("hypervisor", "list")
+    assert len(hypervisors) == 3 and all(h["State"] == "up" for h in hypervisors)
+    services = cli.json("compute", "service", "list")
+    binaries = {s["Binary"] for s in services}
+    assert {"nova-compute", "nova-conductor", "nova-scheduler"} <= binaries
+    assert all(s["State"] == "up" for s in services)
+    zones = cli.run("availability", "zone", "list", "--compute")
+    assert "nova" in zones and "available" in zones
+    limits = cli.json("limits", "show", "--absolute")
+    by_name = {row["Name"]: row["Value"] for row in limits}
+    assert by_name["totalInstancesUsed"] == 1 and by_name["maxTotalInstances"] == 10
+
+    cli.run("server", "delete", "--wait", "vm1")
+    assert cli.json("server", "list") == []
+
+
+def test_projects_users_and_isolation(served, tmp_path):
+    cli = cli_for(served)
+    cli.run("project", "create", "lab")
+    cli.run("user", "create", "--project", "lab", "--password", "alice-pw", "alice")
+    cli.run("role", "add", "--user", "alice", "--project", "lab", "member")
+    alice = ("alice", "alice-pw", "lab")
+
+    image_file = tmp_path / "alice.qcow2"
+    tiny_qcow2(image_file)
+    cli.run("image", "create", "--file", str(image_file), "--disk-format", "qcow2", "--private", "alice-img",
+            user=alice)
+    cli.run("server", "create", "--flavor", "m1.tiny", "--image", "alice-img", "--nic", "none", "--wait",
+            "alice-vm", user=alice)
+    admin_img = tmp_path / "admin.qcow2"
+    tiny_qcow2(admin_img)
+    cli.run("image", "create", "--file", str(admin_img), "--disk-format", "qcow2", "--private", "admin-img")
+    cli.run("server", "create", "--flavor", "m1.tiny", "--image", "admin-img", "--nic", "none", "--wait",
+            "admin-vm")
+
+    mine = cli.json("server", "list", user=alice)
+    assert [s["Name"] for s in mine] == ["alice-vm"]
+    images = {i["Name"] for i in cli.json("image", "list", user=alice)}
+    assert "alice-img" in images and "admin-img" not in images
+    denied = cli.run("server", "show", "admin-vm", check=False, user=alice)
+    assert "No Server found" in denied or "404" in denied
+    forbidden = cli.run("hypervisor", "list", check=False, user=alice)
+    assert "403" in forbidden or "Policy doesn't allow" in forbidden
+    everyone = cli.json("server", "list", "--all-projects")
+    assert {s["Name"] for s in everyone} == {"alice-vm", "admin-vm"}
+
+    cli.run("server", "delete", "--wait", "alice-vm", user=alice)
+    cli.run("server", "delete", "--wait", "admin-vm")
+
+
+def test_second_start_reuses_state(served):
+    """Restart on the same state dir: same admin password, servers and images kept."""
+    proc = served["proc"]
+    cli = cli_for(served)
+    cli.run("image", "show", "tiny")
+    proc.terminate()
+    proc.wait(timeout=30)
+    new = subprocess.Popen([sys.executable, "-m", "novalite.cli", "serve"], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True, env=served["env"])
+    served["proc"] = new
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = new.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "use it:" in line:
+            break
+    text = "".join(lines)
+    assert "shown once" not in text and "kept from the first start" in text
+    assert cli.json("image", "show", "tiny")["status"] == "active"
