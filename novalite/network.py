@@ -31,15 +31,13 @@ def gateway(settings: Settings) -> str:
 
 def random_mac() -> str:
     """A locally administered unicast MAC in QEMU's conventional fa:16:3e prefix (as Neutron uses)."""
-    return "fa:16:3e:%02x:%02x:%02x" % (random.randint(0, 255), random.randint(0, 255), random.randint(0, 255))
+    return f"fa:16:3e:{random.randint(0, 255):02x}:{random.randint(0, 255):02x}:{random.randint(0, 255):02x}"
 
 
 async def allocate_port(conn: AsyncConnection, settings: Settings, instance_uuid: str) -> dict[str, str]:
     """Give the instance a port with a free IP of the network (the gateway, .1, is skipped)."""
     net = ipaddress.ip_network(settings.network_cidr)
-    used = {
-        r[0] for r in await conn.execute(sa.select(t.ports.c.ip).where(t.ports.c.network == settings.network_name))
-    }
+    used = {r[0] for r in await conn.execute(sa.select(t.ports.c.ip).where(t.ports.c.network == settings.network_name))}
     hosts = net.hosts()
     next(hosts)  # the gateway
     for addr in hosts:

@@ -166,8 +166,9 @@ async def all_usages(conn: AsyncConnection) -> dict[str, ProviderUsage]:
                 step_size=r.step_size,
             )
     used = await conn.execute(
-        sa.select(t.allocations.c.provider_uuid, t.allocations.c.resource_class, sa.func.sum(t.allocations.c.used))
-        .group_by(t.allocations.c.provider_uuid, t.allocations.c.resource_class)
+        sa.select(
+            t.allocations.c.provider_uuid, t.allocations.c.resource_class, sa.func.sum(t.allocations.c.used)
+        ).group_by(t.allocations.c.provider_uuid, t.allocations.c.resource_class)
     )
     for provider_uuid, rc, total in used:
         if provider_uuid in usages:

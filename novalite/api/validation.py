@@ -41,12 +41,16 @@ def validate(body: Any, schema: dict[str, Any]) -> Any:
 
 # Reusable pieces ------------------------------------------------------------------------
 
+
 def name_schema(max_length: int = 255) -> dict[str, Any]:
     """Nova's server/flavor name: 1..255 chars, no leading/trailing whitespace."""
     return {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": r"^(?! )[^\x00-\x1f]*(?<! )$"}
 
 
-boolean = {"type": ["boolean", "string"], "enum": [True, False, "True", "False", "true", "false", "1", "0", "yes", "no"]}
+boolean = {
+    "type": ["boolean", "string"],
+    "enum": [True, False, "True", "False", "true", "false", "1", "0", "yes", "no"],
+}
 positive_int = {"type": ["integer", "string"], "pattern": "^[0-9]*$", "minimum": 1}
 non_negative_int = {"type": ["integer", "string"], "pattern": "^[0-9]*$", "minimum": 0}
 metadata_schema = {

@@ -122,7 +122,9 @@ class Bus:
                     data = getattr(exc, "bus_data", None)
                     data = data() if callable(data) else None
                     return encode({"error": {"type": type(exc).__name__, "message": str(exc), "data": data}})
-                log.debug("bus.handled", topic=topic, method=method, ms=round((time.perf_counter() - started) * 1000, 2))
+                log.debug(
+                    "bus.handled", topic=topic, method=method, ms=round((time.perf_counter() - started) * 1000, 2)
+                )
                 return encode({"result": result})
 
         await self.transport.listen(topic, handle, fanout=fanout)

@@ -57,7 +57,7 @@ class MemoryTransport(Transport):
         self._queue(topic).put_nowait((body, future))
         try:
             return await asyncio.wait_for(future, reply_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TimeoutError(f"no reply on {topic}") from None
 
     async def listen(self, topic: str, handler: Handler, *, fanout: bool = False) -> None:

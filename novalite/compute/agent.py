@@ -20,12 +20,13 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from novalite_drivers import load_driver
+from novalite_drivers.base import ComputeDriver, DriverError, Instance, InstanceNotFound, PowerState
+
 from novalite.bus import BusError
 from novalite.context import RequestContext
 from novalite.log import bind_request_id, get_logger
 from novalite.runtime import Runtime
-from novalite_drivers import load_driver
-from novalite_drivers.base import ComputeDriver, DriverError, Instance, InstanceNotFound, PowerState
 
 log = get_logger("novalite.compute")
 
@@ -91,13 +92,21 @@ class ComputeAgent:
     async def _report(self, ctx: RequestContext, resources: bool) -> None:
         timeout = max(self.rt.settings.report_interval, 5.0)
         await self.rt.bus.call(
-            ctx, "conductor", "report_service", host=self.host, binary=BINARY,
-            availability_zone=self.rt.settings.availability_zone, timeout=timeout,
+            ctx,
+            "conductor",
+            "report_service",
+            host=self.host,
+            binary=BINARY,
+            availability_zone=self.rt.settings.availability_zone,
+            timeout=timeout,
         )
         if resources:
             res = await self.driver.get_host_resources()
             await self.rt.bus.call(
-                ctx, "conductor", "report_compute_node", host=self.host,
+                ctx,
+                "conductor",
+                "report_compute_node",
+                host=self.host,
                 resources={
                     "vcpus": res.vcpus,
                     "memory_mb": res.memory_mb,
@@ -149,8 +158,9 @@ class ComputeAgent:
         present = set(await self.driver.list_instances())
         known = {inst["uuid"] for inst in expected}
         for uuid in sorted(present - known):
-            log.warning("compute.unknown_guest", instance=uuid, host=self.host,
-                        hint="not in the database; left untouched")
+            log.warning(
+                "compute.unknown_guest", instance=uuid, host=self.host, hint="not in the database; left untouched"
+            )
         states: dict[str, int] = {}
         for inst in expected:
             uuid = inst["uuid"]
@@ -160,8 +170,14 @@ class ComputeAgent:
             if uuid not in present:
                 if inst["vm_state"] == "building":
                     # The build died with the previous agent; rescheduling is the conductor's call.
-                    await self._conductor(ctx, "build_failed", instance_uuid=uuid, host=self.host,
-                                          message="The compute agent restarted during the build.", reschedule=True)
+                    await self._conductor(
+                        ctx,
+                        "build_failed",
+                        instance_uuid=uuid,
+                        host=self.host,
+                        message="The compute agent restarted during the build.",
+                        reschedule=True,
+                    )
                 else:
                     log.warning("compute.guest_missing", instance=uuid, vm_state=inst["vm_state"])
                     states[uuid] = int(PowerState.NOSTATE)
@@ -221,18 +237,33 @@ class ComputeAgent:
                 with contextlib.suppress(DriverError):
                     values.setdefault("power_state", int(await self.driver.get_power_state(inst)))
                 await self._conductor(
-                    ctx, "instance_update", instance_uuid=uuid, values=values, finish_action=True, fault=message,
-                    event={"event": event, "start_time": started, "result": "Error", "host": self.host,
-                           "traceback": "".join(tb.format_exception(exc))},
+                    ctx,
+                    "instance_update",
+                    instance_uuid=uuid,
+                    values=values,
+                    finish_action=True,
+                    fault=message,
+                    event={
+                        "event": event,
+                        "start_time": started,
+                        "result": "Error",
+                        "host": self.host,
+                        "traceback": "".join(tb.format_exception(exc)),
+                    },
                 )
                 return False
             values = dict(success)
             await self._conductor(
-                ctx, "instance_update", instance_uuid=uuid, values=values, finish_action=True,
+                ctx,
+                "instance_update",
+                instance_uuid=uuid,
+                values=values,
+                finish_action=True,
                 event={"event": event, "start_time": started, "result": "Success", "host": self.host},
             )
-        log.info("compute.operation_done", instance=uuid, action_event=event,
-                 ms=round((time.perf_counter() - t0) * 1000, 1))
+        log.info(
+            "compute.operation_done", instance=uuid, action_event=event, ms=round((time.perf_counter() - t0) * 1000, 1)
+        )
         return True
 
     async def build_and_run_instance(
@@ -253,19 +284,34 @@ class ComputeAgent:
                 with contextlib.suppress(Exception):
                     await self.driver.destroy(inst)
                 await self._conductor(
-                    ctx, "instance_update", instance_uuid=uuid, values={},
-                    event={"event": "compute__do_build_and_run_instance", "start_time": started,
-                           "result": "Error", "host": self.host, "traceback": "".join(tb.format_exception(exc))},
+                    ctx,
+                    "instance_update",
+                    instance_uuid=uuid,
+                    values={},
+                    event={
+                        "event": "compute__do_build_and_run_instance",
+                        "start_time": started,
+                        "result": "Error",
+                        "host": self.host,
+                        "traceback": "".join(tb.format_exception(exc)),
+                    },
                 )
-                await self._conductor(ctx, "build_failed", instance_uuid=uuid, host=self.host, message=message,
-                                      reschedule=True)
+                await self._conductor(
+                    ctx, "build_failed", instance_uuid=uuid, host=self.host, message=message, reschedule=True
+                )
                 return
             updated = await self._conductor(
-                ctx, "instance_update", instance_uuid=uuid,
+                ctx,
+                "instance_update",
+                instance_uuid=uuid,
                 values={"vm_state": ACTIVE, "task_state": None, "power_state": power, "launched_at": now_iso()},
                 finish_action=True,
-                event={"event": "compute__do_build_and_run_instance", "start_time": started,
-                       "result": "Success", "host": self.host},
+                event={
+                    "event": "compute__do_build_and_run_instance",
+                    "start_time": started,
+                    "result": "Success",
+                    "host": self.host,
+                },
             )
             if not updated:
                 # Deleted while we built it: do not leave an orphan guest behind.
@@ -281,46 +327,65 @@ class ComputeAgent:
     async def stop_instance(self, ctx: RequestContext, instance: dict[str, Any], clean_shutdown: bool = True) -> None:
         timeout = 60.0 if clean_shutdown else 0.0
         await self._operate(
-            ctx, instance, "compute_stop_instance",
+            ctx,
+            instance,
+            "compute_stop_instance",
             lambda inst: self.driver.power_off(inst, timeout),
             {"vm_state": STOPPED, "task_state": None, "power_state": int(PowerState.SHUTDOWN)},
         )
 
     async def start_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
         await self._operate(
-            ctx, instance, "compute_start_instance", self.driver.power_on,
+            ctx,
+            instance,
+            "compute_start_instance",
+            self.driver.power_on,
             {"vm_state": ACTIVE, "task_state": None, "power_state": int(PowerState.RUNNING)},
         )
 
     async def reboot_instance(self, ctx: RequestContext, instance: dict[str, Any], reboot_type: str = "SOFT") -> None:
         hard = reboot_type.upper() == "HARD"
         await self._operate(
-            ctx, instance, "compute_reboot_instance",
+            ctx,
+            instance,
+            "compute_reboot_instance",
             lambda inst: self.driver.reboot(inst, hard=hard),
             {"vm_state": ACTIVE, "task_state": None, "power_state": int(PowerState.RUNNING)},
         )
 
     async def pause_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
         await self._operate(
-            ctx, instance, "compute_pause_instance", self.driver.pause,
+            ctx,
+            instance,
+            "compute_pause_instance",
+            self.driver.pause,
             {"vm_state": PAUSED, "task_state": None, "power_state": int(PowerState.PAUSED)},
         )
 
     async def unpause_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
         await self._operate(
-            ctx, instance, "compute_unpause_instance", self.driver.unpause,
+            ctx,
+            instance,
+            "compute_unpause_instance",
+            self.driver.unpause,
             {"vm_state": ACTIVE, "task_state": None, "power_state": int(PowerState.RUNNING)},
         )
 
     async def suspend_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
         await self._operate(
-            ctx, instance, "compute_suspend_instance", self.driver.suspend,
+            ctx,
+            instance,
+            "compute_suspend_instance",
+            self.driver.suspend,
             {"vm_state": SUSPENDED, "task_state": None, "power_state": int(PowerState.SHUTDOWN)},
         )
 
     async def resume_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
         await self._operate(
-            ctx, instance, "compute_resume_instance", self.driver.resume,
+            ctx,
+            instance,
+            "compute_resume_instance",
+            self.driver.resume,
             {"vm_state": ACTIVE, "task_state": None, "power_state": int(PowerState.RUNNING)},
         )
 
@@ -336,10 +401,19 @@ class ComputeAgent:
                 message = str(exc)
                 log.warning("compute.destroy_failed", instance=uuid, error=message)
                 await self._conductor(
-                    ctx, "instance_update", instance_uuid=uuid,
-                    values={"vm_state": ERROR, "task_state": None}, finish_action=True, fault=message,
-                    event={"event": "compute_terminate_instance", "start_time": now_iso(), "result": "Error",
-                           "host": self.host, "traceback": message},
+                    ctx,
+                    "instance_update",
+                    instance_uuid=uuid,
+                    values={"vm_state": ERROR, "task_state": None},
+                    finish_action=True,
+                    fault=message,
+                    event={
+                        "event": "compute_terminate_instance",
+                        "start_time": now_iso(),
+                        "result": "Error",
+                        "host": self.host,
+                        "traceback": message,
+                    },
                 )
                 return
             await self._conductor(ctx, "instance_destroyed", instance_uuid=uuid, host=self.host)

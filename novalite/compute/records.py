@@ -219,9 +219,7 @@ async def finalize_delete(conn: Any, instance_uuid: str) -> None:
     now = utcnow()
     await placement.release(conn, instance_uuid)
     await conn.execute(t.ports.delete().where(t.ports.c.instance_uuid == instance_uuid))
-    await conn.execute(
-        t.console_auth_tokens.delete().where(t.console_auth_tokens.c.instance_uuid == instance_uuid)
-    )
+    await conn.execute(t.console_auth_tokens.delete().where(t.console_auth_tokens.c.instance_uuid == instance_uuid))
     await conn.execute(
         t.instances.update()
         .where(t.instances.c.uuid == instance_uuid)

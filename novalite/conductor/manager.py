@@ -68,7 +68,9 @@ class ConductorManager:
 
     # -- builds (from the API) ----------------------------------------------------------------
 
-    async def build_instances(self, ctx: RequestContext, instance_uuids: list[str], request_spec: dict[str, Any]) -> None:
+    async def build_instances(
+        self, ctx: RequestContext, instance_uuids: list[str], request_spec: dict[str, Any]
+    ) -> None:
         """Schedule and start each instance; returns at once, the builds go on in tasks."""
         for index, uuid in enumerate(instance_uuids):
             spec = dict(request_spec, instance_uuid=uuid, ignore_hosts=[])
@@ -107,8 +109,13 @@ class ConductorManager:
                     await placement.release(conn, uuid)
                     return
                 await records.record_event(
-                    conn, uuid, ctx.request_id, "conductor_schedule_and_build_instances",
-                    start_time=started, finish_time=utcnow(), result="Success",
+                    conn,
+                    uuid,
+                    ctx.request_id,
+                    "conductor_schedule_and_build_instances",
+                    start_time=started,
+                    finish_time=utcnow(),
+                    result="Success",
                 )
                 payload = await records.instance_payload(conn, uuid)
             try:
@@ -131,8 +138,14 @@ class ConductorManager:
             if result.rowcount:
                 await records.add_fault(conn, uuid, message, code=code, host=host)
                 await records.record_event(
-                    conn, uuid, ctx.request_id, "conductor_schedule_and_build_instances",
-                    start_time=started, finish_time=utcnow(), result="Error", traceback=message,
+                    conn,
+                    uuid,
+                    ctx.request_id,
+                    "conductor_schedule_and_build_instances",
+                    start_time=started,
+                    finish_time=utcnow(),
+                    result="Error",
+                    traceback=message,
                 )
                 await records.finish_action(conn, uuid, ctx.request_id)
         log.warning("conductor.build_failed", instance=uuid, reason=message)
@@ -145,14 +158,20 @@ class ConductorManager:
             await placement.release(conn, instance_uuid)
             row = (
                 await conn.execute(
-                    sa.select(t.instances.c.project_id, t.instances.c.flavor, t.instances.c.image_ref,
-                              t.instances.c.image_meta, t.instances.c.requested_az, t.instances.c.scheduler_hints,
-                              t.instances.c.deleted)
-                    .where(t.instances.c.uuid == instance_uuid)
+                    sa.select(
+                        t.instances.c.project_id,
+                        t.instances.c.flavor,
+                        t.instances.c.image_ref,
+                        t.instances.c.image_meta,
+                        t.instances.c.requested_az,
+                        t.instances.c.scheduler_hints,
+                        t.instances.c.deleted,
+                    ).where(t.instances.c.uuid == instance_uuid)
                 )
             ).first()
             attempts = await conn.scalar(
-                sa.select(sa.func.count()).select_from(t.instance_faults)
+                sa.select(sa.func.count())
+                .select_from(t.instance_faults)
                 .where(t.instance_faults.c.instance_uuid == instance_uuid, t.instance_faults.c.code == 0)
             )
         if row is None or row.deleted:
@@ -172,7 +191,8 @@ class ConductorManager:
                     if r.host
                 ]
                 await conn.execute(
-                    t.instances.update().where(t.instances.c.uuid == instance_uuid)
+                    t.instances.update()
+                    .where(t.instances.c.uuid == instance_uuid)
                     .values(host=None, node=None, task_state=states.SCHEDULING, updated_at=utcnow())
                 )
             log.info("conductor.rescheduling", instance=instance_uuid, failed_host=host, attempt=tried)
@@ -287,8 +307,13 @@ class ConductorManager:
         async with self.rt.db.begin() as conn:
             await records.finalize_delete(conn, instance_uuid)
             await records.record_event(
-                conn, instance_uuid, ctx.request_id, "compute_terminate_instance",
-                finish_time=utcnow(), result="Success", host=host,
+                conn,
+                instance_uuid,
+                ctx.request_id,
+                "compute_terminate_instance",
+                finish_time=utcnow(),
+                result="Success",
+                host=host,
             )
             await records.finish_action(conn, instance_uuid, ctx.request_id)
 
@@ -306,10 +331,13 @@ class ConductorManager:
             return
         async with self.rt.db.begin() as conn:
             rows = await conn.execute(
-                sa.select(t.instances.c.uuid, t.instances.c.vm_state, t.instances.c.task_state,
-                          t.instances.c.power_state)
-                .where(t.instances.c.uuid.in_(list(power_states)), t.instances.c.host == host,
-                       t.instances.c.deleted.is_(False))
+                sa.select(
+                    t.instances.c.uuid, t.instances.c.vm_state, t.instances.c.task_state, t.instances.c.power_state
+                ).where(
+                    t.instances.c.uuid.in_(list(power_states)),
+                    t.instances.c.host == host,
+                    t.instances.c.deleted.is_(False),
+                )
             )
             for row in rows.fetchall():
                 power = int(power_states[row.uuid])
@@ -357,8 +385,9 @@ class ConductorManager:
         async with self.rt.db.connect() as conn:
             rows = (
                 await conn.execute(
-                    sa.select(t.instances.c.uuid, t.instances.c.host, t.instances.c.created_at)
-                    .where(t.instances.c.vm_state == states.BUILDING, t.instances.c.deleted.is_(False))
+                    sa.select(t.instances.c.uuid, t.instances.c.host, t.instances.c.created_at).where(
+                        t.instances.c.vm_state == states.BUILDING, t.instances.c.deleted.is_(False)
+                    )
                 )
             ).fetchall()
             if not rows:
@@ -369,11 +398,18 @@ class ConductorManager:
             }
         for row in rows:
             if row.created_at <= timeout_before:
-                failed.append((row.uuid, f"Build of instance {row.uuid} aborted: timed out after "
-                               f"{self.settings.build_timeout:g} seconds.", row.host))
+                failed.append(
+                    (
+                        row.uuid,
+                        f"Build of instance {row.uuid} aborted: timed out after "
+                        f"{self.settings.build_timeout:g} seconds.",
+                        row.host,
+                    )
+                )
             elif row.host and row.host in services and not is_up(services[row.host], self.settings.service_down_time):
-                failed.append((row.uuid, f"Build of instance {row.uuid} aborted: compute host {row.host} "
-                               "went down.", row.host))
+                failed.append(
+                    (row.uuid, f"Build of instance {row.uuid} aborted: compute host {row.host} went down.", row.host)
+                )
         for uuid, message, host in failed:
             async with self.rt.db.begin() as conn:
                 await placement.release(conn, uuid)

@@ -66,7 +66,11 @@ class ImagePropertiesFilter(BaseFilter):
         if arch and host.cpu_info.get("arch") and arch != host.cpu_info["arch"]:
             return False
         hv_type = props.get("img_hv_type") or props.get("hypervisor_type")
-        return not (hv_type and hv_type.lower() not in (host.hypervisor_type.lower(), "qemu" if host.hypervisor_type.lower() == "kvm" else ""))
+        return not (
+            hv_type
+            and hv_type.lower()
+            not in (host.hypervisor_type.lower(), "qemu" if host.hypervisor_type.lower() == "kvm" else "")
+        )
 
 
 DEFAULT_FILTERS: list[type[BaseFilter]] = [

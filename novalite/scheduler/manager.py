@@ -130,9 +130,9 @@ class SchedulerManager:
     def rank(self, spec: RequestSpec) -> list[HostState]:
         """Hosts that pass every filter, best first."""
         candidates = [
-            h for h in self.hosts.values() if h.host not in spec.ignore_hosts and all(
-                f.host_passes(h, spec) for f in self.filters
-            )
+            h
+            for h in self.hosts.values()
+            if h.host not in spec.ignore_hosts and all(f.host_passes(h, spec) for f in self.filters)
         ]
         return weigh_hosts(candidates, spec, self.weighers)
 

@@ -2,7 +2,7 @@
 
 Each run gets its own vhost (``novalite-test-<random>``), so concurrent runs on one
 broker never see each other's queues, and deleting the vhost cleans up everything.
-Tests marked ``rabbit`` are skipped when ``rabbitmqctl`` or the broker is missing.
+Tests marked ``rabbit`` fail (never skip) when ``rabbitmqctl`` or the broker is missing.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ def rabbitmqctl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[
 @pytest.fixture(scope="session")
 def rabbit_vhost() -> Iterator[str]:
     if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl not found")
+        pytest.fail("rabbitmqctl not found: the RabbitMQ tests need the broker at 127.0.0.1:5672")
     vhost = f"novalite-test-{uuid.uuid4().hex[:8]}"
     try:
         rabbitmqctl("add_vhost", vhost)
     except (subprocess.SubprocessError, OSError) as exc:
-        pytest.skip(f"cannot create a RabbitMQ vhost: {exc}")
+        pytest.fail(f"cannot create a RabbitMQ vhost: {exc}")
     try:
         rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
         yield vhost

@@ -10,15 +10,52 @@ from novalite.db import schema as t
 from tests.functional.helpers import create_server, make_image, unlimited_quota, wait_gone, wait_status
 
 SERVER_KEYS_2_100 = {
-    "id", "name", "status", "tenant_id", "user_id", "metadata", "hostId", "image", "flavor", "created", "updated",
-    "addresses", "accessIPv4", "accessIPv6", "links", "OS-DCF:diskConfig", "progress", "OS-EXT-AZ:availability_zone",
-    "config_drive", "key_name", "OS-SRV-USG:launched_at", "OS-SRV-USG:terminated_at", "security_groups",
-    "OS-EXT-SRV-ATTR:host", "OS-EXT-SRV-ATTR:instance_name", "OS-EXT-SRV-ATTR:hypervisor_hostname",
-    "OS-EXT-SRV-ATTR:reservation_id", "OS-EXT-SRV-ATTR:launch_index", "OS-EXT-SRV-ATTR:hostname",
-    "OS-EXT-SRV-ATTR:kernel_id", "OS-EXT-SRV-ATTR:ramdisk_id", "OS-EXT-SRV-ATTR:root_device_name",
-    "OS-EXT-SRV-ATTR:user_data", "OS-EXT-STS:task_state", "OS-EXT-STS:vm_state", "OS-EXT-STS:power_state",
-    "os-extended-volumes:volumes_attached", "locked", "host_status", "description", "tags",
-    "trusted_image_certificates", "server_groups", "locked_reason", "pinned_availability_zone", "scheduler_hints",
+    "id",
+    "name",
+    "status",
+    "tenant_id",
+    "user_id",
+    "metadata",
+    "hostId",
+    "image",
+    "flavor",
+    "created",
+    "updated",
+    "addresses",
+    "accessIPv4",
+    "accessIPv6",
+    "links",
+    "OS-DCF:diskConfig",
+    "progress",
+    "OS-EXT-AZ:availability_zone",
+    "config_drive",
+    "key_name",
+    "OS-SRV-USG:launched_at",
+    "OS-SRV-USG:terminated_at",
+    "security_groups",
+    "OS-EXT-SRV-ATTR:host",
+    "OS-EXT-SRV-ATTR:instance_name",
+    "OS-EXT-SRV-ATTR:hypervisor_hostname",
+    "OS-EXT-SRV-ATTR:reservation_id",
+    "OS-EXT-SRV-ATTR:launch_index",
+    "OS-EXT-SRV-ATTR:hostname",
+    "OS-EXT-SRV-ATTR:kernel_id",
+    "OS-EXT-SRV-ATTR:ramdisk_id",
+    "OS-EXT-SRV-ATTR:root_device_name",
+    "OS-EXT-SRV-ATTR:user_data",
+    "OS-EXT-STS:task_state",
+    "OS-EXT-STS:vm_state",
+    "OS-EXT-STS:power_state",
+    "os-extended-volumes:volumes_attached",
+    "locked",
+    "host_status",
+    "description",
+    "tags",
+    "trusted_image_certificates",
+    "server_groups",
+    "locked_reason",
+    "pinned_availability_zone",
+    "scheduler_hints",
 }
 
 
@@ -65,7 +102,7 @@ async def test_auto_network_gets_an_address(cloud):
     image = await make_image(cloud)
     r = await create_server(cloud, image, networks="auto")
     server = await wait_status(cloud, r.body["server"]["id"], "ACTIVE")
-    (net, addrs), = server["addresses"].items()
+    ((net, addrs),) = server["addresses"].items()
     assert net == "novalite"
     assert addrs[0]["addr"].startswith("10.199.0.") and addrs[0]["OS-EXT-IPS-MAC:mac_addr"].startswith("fa:16:3e")
 
@@ -171,22 +208,42 @@ async def test_bad_input_is_rejected_and_changes_nothing(cloud):
         ({"server": {"name": "x" * 256, "imageRef": small, "flavorRef": "1", "networks": "none"}}, "name"),
         ({"server": {"name": "x", "imageRef": small, "flavorRef": "1", "networks": "none", "bogus": 1}}, "bogus"),
         ({"server": {"name": "x", "imageRef": small, "flavorRef": "999", "networks": "none"}}, "Flavor 999"),
-        ({"server": {"name": "x", "imageRef": small, "flavorRef": "1", "networks": "none", "key_name": "nokey"}},
-         "key_name"),
-        ({"server": {"name": "x", "imageRef": "3bd0c7c6-9f5e-4b5f-8f64-0f3c8e6a0d51", "flavorRef": "1",
-                     "networks": "none"}}, "could not be found"),
+        (
+            {"server": {"name": "x", "imageRef": small, "flavorRef": "1", "networks": "none", "key_name": "nokey"}},
+            "key_name",
+        ),
+        (
+            {
+                "server": {
+                    "name": "x",
+                    "imageRef": "3bd0c7c6-9f5e-4b5f-8f64-0f3c8e6a0d51",
+                    "flavorRef": "1",
+                    "networks": "none",
+                }
+            },
+            "could not be found",
+        ),
         ({"server": {"name": "x", "imageRef": image, "flavorRef": "1", "networks": "none"}}, "minimum size"),
-        ({"server": {"name": "x", "imageRef": small, "flavorRef": "1", "networks": "none", "min_count": "a"}},
-         "min_count"),
-        ({"server": {"name": "x", "imageRef": small, "flavorRef": "1", "networks": "none", "user_data": "%%%"}},
-         "base 64"),
+        (
+            {"server": {"name": "x", "imageRef": small, "flavorRef": "1", "networks": "none", "min_count": "a"}},
+            "min_count",
+        ),
+        (
+            {"server": {"name": "x", "imageRef": small, "flavorRef": "1", "networks": "none", "user_data": "%%%"}},
+            "base 64",
+        ),
     ]
     for body, needle in cases:
         r = await cloud.post("/compute/v2.1/servers", json=body, microversion="2.100")
         assert r.status == 400, (body, r)
         assert needle in r.body["badRequest"]["message"], (needle, r)
-    r = await cloud.request("POST", "/compute/v2.1/servers", data=b"{not json", microversion="2.100",
-                            headers={"Content-Type": "application/json"})
+    r = await cloud.request(
+        "POST",
+        "/compute/v2.1/servers",
+        data=b"{not json",
+        microversion="2.100",
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status == 400 and "badRequest" in r.body
     async with cloud.rt.db.connect() as conn:
         assert await conn.scalar(sa.select(sa.func.count()).select_from(t.instances)) == 0

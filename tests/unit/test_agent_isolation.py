@@ -25,9 +25,18 @@ def test_drivers_import_nothing_of_novalite():
 
 
 def test_agent_refuses_a_database_url(tmp_path):
-    env = {"NOVALITE_DATABASE_URL": "postgresql://x@127.0.0.1/db", "NOVALITE_TRANSPORT_URL": "rabbit://g:g@127.0.0.1/",
-           "NOVALITE_STATE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-m", "novalite.cli", "agent", "--host", "hv9"], capture_output=True,
-                          text=True, env=env, timeout=60)
+    env = {
+        "NOVALITE_DATABASE_URL": "postgresql://x@127.0.0.1/db",
+        "NOVALITE_TRANSPORT_URL": "rabbit://g:g@127.0.0.1/",
+        "NOVALITE_STATE_DIR": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "novalite.cli", "agent", "--host", "hv9"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "refusing to start with a database URL" in proc.stderr

@@ -1,10 +1,10 @@
 """The in-process transport keeps RabbitMQ's semantics where services depend on them."""
 
+import pytest
+
 from novalite.bus import Bus, NotJSONError, make_transport
 from novalite.bus.client import check_plain_json
 from novalite.context import RequestContext
-
-import pytest
 
 
 def test_plain_json_check_names_the_offender():

@@ -9,7 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from novalite import placement
-from novalite.db import Database, schema as t
+from novalite.db import Database
+from novalite.db import schema as t
 from novalite.db.migrate import upgrade
 from novalite.placement import DISK_GB, MEMORY_MB, VCPU, Inventory, ProviderUsage
 from novalite.scheduler.filters import (
@@ -25,8 +26,19 @@ from novalite.scheduler.weights import CPUWeigher, RAMWeigher, normalize, weigh_
 FLAVOR = {"vcpus": 2, "memory_mb": 2048, "root_gb": 10, "ephemeral_gb": 0, "swap": 0}
 
 
-def host(name: str, ram: int = 8192, vcpus: int = 4, disk: int = 100, used_ram: int = 0, *, up: bool = True,
-         disabled: bool = False, az: str = "nova", hv: str = "fake", arch: str = "x86_64") -> HostState:
+def host(
+    name: str,
+    ram: int = 8192,
+    vcpus: int = 4,
+    disk: int = 100,
+    used_ram: int = 0,
+    *,
+    up: bool = True,
+    disabled: bool = False,
+    az: str = "nova",
+    hv: str = "fake",
+    arch: str = "x86_64",
+) -> HostState:
     usage = ProviderUsage(uuid=name, name=name, generation=0)
     usage.inventories = {
         VCPU: Inventory(total=vcpus, allocation_ratio=4.0),
@@ -34,8 +46,17 @@ def host(name: str, ram: int = 8192, vcpus: int = 4, disk: int = 100, used_ram: 
         DISK_GB: Inventory(total=disk),
     }
     usage.used = {MEMORY_MB: used_ram}
-    return HostState(uuid=name, host=name, node=name, availability_zone=az, hypervisor_type=hv,
-                     cpu_info={"arch": arch}, up=up, disabled=disabled, usage=usage)
+    return HostState(
+        uuid=name,
+        host=name,
+        node=name,
+        availability_zone=az,
+        hypervisor_type=hv,
+        cpu_info={"arch": arch},
+        up=up,
+        disabled=disabled,
+        usage=usage,
+    )
 
 
 def spec(**kw) -> RequestSpec:

@@ -88,7 +88,8 @@ async def _run(request: web.Request, action: PowerAction, **agent_args: Any) -> 
             .where(
                 t.instances.c.uuid == server_id,
                 t.instances.c.vm_state == row.vm_state,
-                t.instances.c.task_state.is_(None) if row.task_state is None
+                t.instances.c.task_state.is_(None)
+                if row.task_state is None
                 else t.instances.c.task_state == row.task_state,
             )
             .values(task_state=action.task_state, updated_at=utcnow())
@@ -103,11 +104,13 @@ async def _run(request: web.Request, action: PowerAction, **agent_args: Any) -> 
 
 async def _reboot(request: web.Request, body: Any) -> web.Response:
     if not isinstance(body, dict) or "type" not in body:
-        raise BadRequest("Invalid input for field/attribute reboot. Value: %s. 'type' is a required property" % body)
+        raise BadRequest(f"Invalid input for field/attribute reboot. Value: {body}. 'type' is a required property")
     kind = str(body["type"]).upper()
     if kind not in ("SOFT", "HARD"):
-        raise BadRequest(f"Invalid input for field/attribute type. Value: {body['type']}. "
-                         f"'{body['type']}' is not one of ['HARD', 'Hard', 'hard', 'SOFT', 'Soft', 'soft']")
+        raise BadRequest(
+            f"Invalid input for field/attribute type. Value: {body['type']}. "
+            f"'{body['type']}' is not one of ['HARD', 'Hard', 'hard', 'SOFT', 'Soft', 'soft']"
+        )
     return await _run(request, HARD_REBOOT if kind == "HARD" else SOFT_REBOOT, reboot_type=kind)
 
 
@@ -120,16 +123,21 @@ async def _console_output(request: web.Request, body: Any) -> web.Response:
         try:
             length = int(length)
         except (TypeError, ValueError):
-            raise BadRequest(f"Invalid input for field/attribute length. Value: {length}. "
-                             f"'{length}' is not of type 'integer'") from None
+            raise BadRequest(
+                f"Invalid input for field/attribute length. Value: {length}. '{length}' is not of type 'integer'"
+            ) from None
         if length < -1:
-            raise BadRequest(f"Invalid input for field/attribute length. Value: {length}. "
-                             f"{length} is less than the minimum of -1")
+            raise BadRequest(
+                f"Invalid input for field/attribute length. Value: {length}. {length} is less than the minimum of -1"
+            )
     async with rt.db.connect() as conn:
         row = await get_instance_row(conn, ctx, server_id)
         if not row.host or row.vm_state == states.BUILDING:
-            raise Conflict(f"Instance {server_id} has not been scheduled to a host yet." if not row.host
-                           else f"Instance {server_id} is not ready")
+            raise Conflict(
+                f"Instance {server_id} has not been scheduled to a host yet."
+                if not row.host
+                else f"Instance {server_id} is not ready"
+            )
         if not await host_is_up(conn, row.host, rt.settings.service_down_time):
             raise Conflict(f"Compute host {row.host} of instance {server_id} is down.")
         payload = await records.payload_from_row(conn, row)
@@ -153,12 +161,15 @@ async def _lock(request: web.Request, body: Any) -> web.Response:
     server_id = request.match_info["server_id"]
     reason = body.get("locked_reason") if isinstance(body, dict) else None
     if reason is not None and microversion(request).below("2.73"):
-        raise BadRequest("Invalid input for field/attribute lock. Additional properties are not allowed "
-                         "('locked_reason' was unexpected)")
+        raise BadRequest(
+            "Invalid input for field/attribute lock. Additional properties are not allowed "
+            "('locked_reason' was unexpected)"
+        )
     async with rt.db.begin() as conn:
         await get_instance_row(conn, ctx, server_id)
         await conn.execute(
-            t.instances.update().where(t.instances.c.uuid == server_id)
+            t.instances.update()
+            .where(t.instances.c.uuid == server_id)
             .values(locked=True, locked_reason=reason, updated_at=utcnow())
         )
         await records.start_action(conn, server_id, "lock", ctx.request_id, ctx.user_id, ctx.project_id)
@@ -173,7 +184,8 @@ async def _unlock(request: web.Request, body: Any) -> web.Response:
     async with rt.db.begin() as conn:
         await get_instance_row(conn, ctx, server_id)
         await conn.execute(
-            t.instances.update().where(t.instances.c.uuid == server_id)
+            t.instances.update()
+            .where(t.instances.c.uuid == server_id)
             .values(locked=False, locked_reason=None, updated_at=utcnow())
         )
         await records.start_action(conn, server_id, "unlock", ctx.request_id, ctx.user_id, ctx.project_id)
@@ -185,14 +197,16 @@ async def _reset_state(request: web.Request, body: Any) -> web.Response:
     require_admin(ctx, "os_compute_api:os-admin-actions:reset_state")
     state = (body or {}).get("state") if isinstance(body, dict) else None
     if state not in ("active", "error"):
-        raise BadRequest(f"Invalid input for field/attribute state. Value: {state}. "
-                         f"'{state}' is not one of ['active', 'error']")
+        raise BadRequest(
+            f"Invalid input for field/attribute state. Value: {state}. '{state}' is not one of ['active', 'error']"
+        )
     rt = runtime(request)
     server_id = request.match_info["server_id"]
     async with rt.db.begin() as conn:
         await get_instance_row(conn, ctx, server_id)
         await conn.execute(
-            t.instances.update().where(t.instances.c.uuid == server_id)
+            t.instances.update()
+            .where(t.instances.c.uuid == server_id)
             .values(vm_state=state, task_state=None, updated_at=utcnow())
         )
     return web.Response(status=202)
@@ -225,7 +239,7 @@ async def action(request: web.Request) -> web.Response:
     body = await read_json(request)
     if not isinstance(body, dict) or len(body) != 1:
         raise BadRequest("There is either no action or more than one action in the request body.")
-    (name, args), = body.items()
+    ((name, args),) = body.items()
     handler = HANDLERS.get(name)
     if handler is None:
         raise BadRequest(f"There is no such action: {name}")

@@ -206,13 +206,17 @@ async def create(request: web.Request) -> web.Response:
 
     networks = server.get("networks")
     if mv.at_least("2.37") and networks is None:
-        raise BadRequest(f"Invalid input for field/attribute server. Value: {server}. 'networks' is a required property")
+        raise BadRequest(
+            f"Invalid input for field/attribute server. Value: {server}. 'networks' is a required property"
+        )
     if isinstance(networks, list) and networks:
         raise BadRequest("Only networks 'auto' or 'none' are supported: novalite has one built-in network.")
     want_port = networks == "auto" or (networks is None and mv.below("2.37"))
     if not mv.at_least("2.19") and "description" in server:
-        raise BadRequest("Invalid input for field/attribute server. Additional properties are not allowed "
-                         "('description' was unexpected)")
+        raise BadRequest(
+            "Invalid input for field/attribute server. Additional properties are not allowed "
+            "('description' was unexpected)"
+        )
     min_count = int(server.get("min_count", 1))
     max_count = int(server.get("max_count", min_count))
     if min_count > max_count:
@@ -247,8 +251,10 @@ async def create(request: web.Request) -> web.Response:
             raise BadRequest(f"The requested availability zone is not available: {az}")
         meta = server.get("metadata") or {}
         if len(meta) > settings.quota_metadata_items:
-            raise Forbidden(f"Quota exceeded for metadata_items: Requested {len(meta)}, "
-                            f"but already used 0 of {settings.quota_metadata_items} metadata_items")
+            raise Forbidden(
+                f"Quota exceeded for metadata_items: Requested {len(meta)}, "
+                f"but already used 0 of {settings.quota_metadata_items} metadata_items"
+            )
         count = await _check_quota(conn, settings, ctx.project_id or "", flavor, min_count, max_count)
         reservation_id = "r-" + secrets.token_hex(4)
         flavor_json = {
@@ -311,7 +317,8 @@ async def create(request: web.Request) -> web.Response:
             )
             if meta:
                 await conn.execute(
-                    t.instance_metadata.insert(), [{"instance_uuid": uuid, "key": k, "value": v} for k, v in meta.items()]
+                    t.instance_metadata.insert(),
+                    [{"instance_uuid": uuid, "key": k, "value": v} for k, v in meta.items()],
                 )
             if want_port:
                 from novalite.network import NoMoreAddresses, allocate_port
@@ -387,7 +394,11 @@ async def _check_quota(conn: Any, settings: Any, project_id: str, flavor: Any, m
     while True:
         try:
             await check_quota(
-                conn, settings, project_id, instances=allowed, cores=flavor.vcpus * allowed,
+                conn,
+                settings,
+                project_id,
+                instances=allowed,
+                cores=flavor.vcpus * allowed,
                 ram=flavor.memory_mb * allowed,
             )
             return allowed
@@ -425,8 +436,9 @@ def _parse_time(name: str, value: str) -> datetime:
     try:
         return parse_iso(value)
     except ValueError:
-        raise BadRequest(f"Invalid input for query parameters {name}. Value: {value}. "
-                         f"'{value}' is not a 'date-time'") from None
+        raise BadRequest(
+            f"Invalid input for query parameters {name}. Value: {value}. '{value}' is not a 'date-time'"
+        ) from None
 
 
 async def _list(request: web.Request, detail: bool) -> web.Response:
@@ -476,11 +488,17 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
             query = query.where(t.instances.c.display_name.like(f"%{pattern}%"))
         else:
             query = query.where(t.instances.c.display_name.is_not(None))
-    for param, column in (("image", t.instances.c.image_ref), ("reservation_id", t.instances.c.reservation_id),
-                          ("key_name", t.instances.c.key_name), ("availability_zone", t.instances.c.availability_zone),
-                          ("user_id", t.instances.c.user_id)):
+    for param, column in (
+        ("image", t.instances.c.image_ref),
+        ("reservation_id", t.instances.c.reservation_id),
+        ("key_name", t.instances.c.key_name),
+        ("availability_zone", t.instances.c.availability_zone),
+        ("user_id", t.instances.c.user_id),
+    ):
         if param in q:
-            query = query.where(column == q[param].rstrip("/").rsplit("/", 1)[-1] if param == "image" else column == q[param])
+            query = query.where(
+                column == q[param].rstrip("/").rsplit("/", 1)[-1] if param == "image" else column == q[param]
+            )
     for param in ("host", "node"):
         if param in q and ctx.is_admin:
             query = query.where(getattr(t.instances.c, param) == q[param])
@@ -508,7 +526,9 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
     async with rt.db.connect() as conn:
         if marker:
             marker_row = (
-                await conn.execute(sa.select(t.instances.c.id, t.instances.c.created_at).where(t.instances.c.uuid == marker))
+                await conn.execute(
+                    sa.select(t.instances.c.id, t.instances.c.created_at).where(t.instances.c.uuid == marker)
+                )
             ).first()
             if marker_row is None:
                 raise BadRequest(f"marker [{marker}] not found")
@@ -536,10 +556,17 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
             rows = await _filter_ip(conn, rows, q["ip"])
         has_more = limit and len(rows) > limit
         rows = rows[:limit] if limit else []
-        extras = await load_extras(
-            conn, rows, faults=detail, host_status=detail and ctx.is_admin and mv.at_least("2.16"),
-            down_time=rt.settings.service_down_time,
-        ) if detail else None
+        extras = (
+            await load_extras(
+                conn,
+                rows,
+                faults=detail,
+                host_status=detail and ctx.is_admin and mv.at_least("2.16"),
+                down_time=rt.settings.service_down_time,
+            )
+            if detail
+            else None
+        )
     views = [
         server_view(request, r, extras, mv, ctx) if detail else server_view(request, r, None, mv, ctx, detail=False)  # type: ignore[arg-type]
         for r in rows
@@ -560,7 +587,9 @@ async def _filter_ip(conn: Any, rows: list[Any], pattern: str) -> list[Any]:
     uuids = [r.uuid for r in rows]
     matched = {
         p.instance_uuid
-        for p in await conn.execute(sa.select(t.ports.c.instance_uuid, t.ports.c.ip).where(t.ports.c.instance_uuid.in_(uuids)))
+        for p in await conn.execute(
+            sa.select(t.ports.c.instance_uuid, t.ports.c.ip).where(t.ports.c.instance_uuid.in_(uuids))
+        )
         if p.ip and regex.match(p.ip)
     }
     return [r for r in rows if r.uuid in matched]
@@ -601,11 +630,15 @@ async def update(request: web.Request) -> web.Response:
     server_id = request.match_info["server_id"]
     body = validate(await read_json(request), UPDATE_SCHEMA)["server"]
     if "description" in body and mv.below("2.19"):
-        raise BadRequest("Invalid input for field/attribute server. Additional properties are not allowed "
-                         "('description' was unexpected)")
+        raise BadRequest(
+            "Invalid input for field/attribute server. Additional properties are not allowed "
+            "('description' was unexpected)"
+        )
     if "hostname" in body and mv.below("2.90"):
-        raise BadRequest("Invalid input for field/attribute server. Additional properties are not allowed "
-                         "('hostname' was unexpected)")
+        raise BadRequest(
+            "Invalid input for field/attribute server. Additional properties are not allowed "
+            "('hostname' was unexpected)"
+        )
     values: dict[str, Any] = {}
     if "name" in body:
         values["display_name"] = body["name"]
@@ -652,8 +685,12 @@ async def delete(request: web.Request) -> web.Response:
         local = row.host is None or not await host_is_up(conn, row.host, rt.settings.service_down_time)
         if local:
             if row.host:
-                log.warning("servers.local_delete", instance=server_id, host=row.host,
-                            reason="compute host is down; its guest will be reported as unknown when it returns")
+                log.warning(
+                    "servers.local_delete",
+                    instance=server_id,
+                    host=row.host,
+                    reason="compute host is down; its guest will be reported as unknown when it returns",
+                )
             await records.finalize_delete(conn, server_id)
             await records.finish_action(conn, server_id, ctx.request_id)
             return web.Response(status=204)
