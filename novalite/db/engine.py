@@ -1,36 +1,65 @@
 """The engine wrapper: URLs, pools, SQLite pragmas, and short transactions.
 
-SQLite is the embedded, single-process database: it gets one pooled connection so
-that writes are serialized inside the process instead of failing with "database is
-locked". Code must therefore never hold a connection while waiting for another one
-(or for the bus): every unit of work is a short ``async with db.begin() as conn``.
+PostgreSQL runs on SQLAlchemy's asyncio engine over asyncpg, with a pool.
+
+SQLite — the embedded, single-process database — runs on the standard library's
+driver, *inline on the event loop*, behind one connection and an asyncio lock. Why:
+an SQLite statement takes microseconds, while a thread hop per statement (what an
+async SQLite driver does) costs more than the statement and lets other coroutines run
+between the statements of an open transaction. Under a boot storm that turned every
+transaction into a queue behind the one connection. Inline, a transaction runs from
+BEGIN to COMMIT without yielding (unless its own code awaits something else), so
+transactions are short and naturally serialized, and "database is locked" cannot happen
+inside the process.
+
+Either way, callers write ``async with db.begin() as conn: await conn.execute(...)``
+and must not hold a connection while waiting for the bus or for another connection.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
 
 
 def async_url(url: str) -> str:
-    """Map a plain URL (``sqlite:///...``, ``postgresql://...``) to its async driver's."""
+    """Map a plain PostgreSQL URL to its asyncpg form (``postgresql+asyncpg://``)."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return str(parsed.set(drivername="sqlite+aiosqlite"))
     if backend in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    if backend == "sqlite":
+        return str(parsed.set(drivername="sqlite"))
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
 
 
-def sync_url(url: str) -> str:
-    """The URL Alembic's synchronous side would use (kept for tooling; we migrate async)."""
-    return url
+class InlineConnection:
+    """The awaitable face of a synchronous SQLite connection (same calls as AsyncConnection)."""
+
+    def __init__(self, sync: Connection) -> None:
+        self.sync_connection = sync
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        return self.sync_connection.execute(statement, parameters)
+
+    async def scalar(self, statement: Any, parameters: Any = None) -> Any:
+        return self.sync_connection.scalar(statement, parameters)
+
+    async def run_sync(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return fn(self.sync_connection, *args, **kwargs)
+
+    @asynccontextmanager
+    async def begin_nested(self) -> AsyncIterator[None]:
+        with self.sync_connection.begin_nested():
+            yield
 
 
 class Database:
@@ -40,36 +69,64 @@ class Database:
         self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self._lock = asyncio.Lock()
         if self.is_sqlite:
-            if parsed.database and parsed.database != ":memory:":
+            memory = not parsed.database or parsed.database == ":memory:"
+            if not memory:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            self.engine: AsyncEngine = create_async_engine(
-                async_url(url), pool_size=1, max_overflow=0, pool_timeout=120
+            self.sync_engine: Engine = create_engine(
+                async_url(url),
+                poolclass=StaticPool,
+                connect_args={"check_same_thread": False},
             )
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.sync_engine, "connect", _sqlite_connect)
+            event.listen(self.sync_engine, "begin", _sqlite_begin)
         else:
-            self.engine = create_async_engine(
+            self.engine: AsyncEngine = create_async_engine(
                 async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
 
     @asynccontextmanager
-    async def begin(self) -> AsyncIterator[AsyncConnection]:
+    async def begin(self) -> AsyncIterator[Any]:
+        if self.is_sqlite:
+            async with self._lock:
+                with self.sync_engine.begin() as sync:
+                    yield InlineConnection(sync)
+            return
         async with self.engine.begin() as conn:
             yield conn
 
     @asynccontextmanager
-    async def connect(self) -> AsyncIterator[AsyncConnection]:
+    async def connect(self) -> AsyncIterator[Any]:
+        if self.is_sqlite:
+            async with self._lock:
+                with self.sync_engine.connect() as sync:
+                    try:
+                        yield InlineConnection(sync)
+                    finally:
+                        sync.rollback()
+            return
         async with self.engine.connect() as conn:
             yield conn
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        if self.is_sqlite:
+            self.sync_engine.dispose()
+        else:
+            await self.engine.dispose()
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin (so that
+    # SELECT ... then UPDATE is one transaction, and SAVEPOINTs work).
+    dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN")

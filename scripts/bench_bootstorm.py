@@ -1,0 +1,315 @@
+#!/usr/bin/env python3
+"""Boot-storm benchmark: all-in-one ``novalite serve`` (fake driver, N hosts), M servers at once.
+
+Starts ``novalite serve`` as a subprocess on a fresh state dir (SQLite by default, or
+``--database-url``), then through the HTTP API:
+
+* creates M servers concurrently (at most ``--concurrency`` requests in flight),
+* waits until every server is ACTIVE,
+* times ``GET /servers/detail`` with M servers present,
+* deletes them all concurrently and waits until the list is empty.
+
+It prints servers/s to all ACTIVE, create→ACTIVE p50/p95 (from the client's send time to
+the server's ``OS-SRV-USG:launched_at``), /servers/detail p50, delete throughput, and
+the server process's CPU seconds per boot. Nothing is asserted: the numbers go to
+docs/benchmarks.md.
+
+    python scripts/bench_bootstorm.py --hosts 10 --servers 50
+    python scripts/bench_bootstorm.py --hosts 10 --servers 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ADMIN_PASSWORD = "bench-admin"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * pct / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def start_server(state: Path, port: int, hosts: int, database_url: str | None, extra_env: dict[str, str]) -> subprocess.Popen:
+    env = dict(
+        os.environ,
+        NOVALITE_STATE_DIR=str(state),
+        NOVALITE_LISTEN=f"127.0.0.1:{port}",
+        NOVALITE_FAKE_HOSTS=str(hosts),
+        NOVALITE_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        NOVALITE_LOG_LEVEL=os.environ.get("NOVALITE_LOG_LEVEL", "WARNING"),
+        NOVALITE_QUOTA_INSTANCES="-1",
+        NOVALITE_QUOTA_CORES="-1",
+        NOVALITE_QUOTA_RAM="-1",
+        NOVALITE_DRIVER_OPTIONS=json.dumps({"vcpus": 256, "memory_mb": 1024 * 1024, "local_gb": 100000}),
+        **extra_env,
+    )
+    if database_url:
+        env["NOVALITE_DATABASE_URL"] = database_url
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "novalite.cli", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=open(state / "serve.log", "w"),  # noqa: SIM115 - lives as long as the process
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        if "use it:" in line:
+            return proc
+        if not line and proc.poll() is not None:
+            break
+    raise RuntimeError(f"novalite serve did not start; see {state / 'serve.log'}")
+
+
+def last_state_dir() -> None:
+    """(debugging) print where the last run kept its log."""
+
+
+class Api:
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session = session
+        self.base = base
+        self.token = ""
+
+    async def login(self) -> None:
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {"user": {"name": "admin", "domain": {"id": "default"}, "password": ADMIN_PASSWORD}},
+                },
+                "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
+            }
+        }
+        async with self.session.post(f"{self.base}/identity/v3/auth/tokens", json=body) as resp:
+            resp.raise_for_status()
+            self.token = resp.headers["X-Subject-Token"]
+
+    def headers(self) -> dict[str, str]:
+        return {"X-Auth-Token": self.token, "OpenStack-API-Version": "compute 2.100"}
+
+    async def request(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
+        async with self.session.request(method, f"{self.base}{path}", headers=self.headers(), **kw) as resp:
+            raw = await resp.read()
+            return resp.status, (json.loads(raw) if raw else None)
+
+    async def upload_image(self) -> str:
+        status, image = await self.request(
+            "POST", "/image/v2/images", json={"name": "bench", "disk_format": "raw", "container_format": "bare",
+                                              "visibility": "public"}
+        )
+        assert status == 201, image
+        async with self.session.put(
+            f"{self.base}/image/v2/images/{image['id']}/file",
+            data=b"\0" * 4096,
+            headers={"X-Auth-Token": self.token, "Content-Type": "application/octet-stream"},
+        ) as resp:
+            assert resp.status == 204, await resp.text()
+        return image["id"]
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    state = Path(tempfile.mkdtemp(prefix="novalite-bench-"))
+    port = free_port()
+    proc = start_server(state, port, args.hosts, args.database_url, {})
+    import psutil
+
+    ps = psutil.Process(proc.pid)
+    results: dict[str, Any] = {"hosts": args.hosts, "servers": args.servers, "state_dir": str(state)}
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.concurrency)) as session:
+            api = Api(session, f"http://127.0.0.1:{port}")
+            await api.login()
+            image = await api.upload_image()
+            sem = asyncio.Semaphore(args.concurrency)
+            sent: dict[str, float] = {}
+
+            async def create(i: int) -> None:
+                body = {"server": {"name": f"bench-{i}", "imageRef": image, "flavorRef": "1", "networks": "none"}}
+                async with sem:
+                    t0 = time.time()
+                    status, reply = await api.request("POST", "/compute/v2.1/servers", json=body)
+                assert status == 202, reply
+                sent[reply["server"]["id"]] = t0
+
+            cpu0 = sum(ps.cpu_times()[:2])
+            t_start = time.time()
+            await asyncio.gather(*(create(i) for i in range(args.servers)))
+            t_created = time.time()
+            launched: dict[str, float] = {}
+            errors = 0
+            while len(launched) + errors < args.servers:
+                # launched_at is stamped by the agent, so a slow poll costs no precision; it only
+                # keeps the benchmark's own GETs from eating the server's CPU.
+                await asyncio.sleep(args.poll)
+                status, body = await api.request("GET", "/compute/v2.1/servers/detail?status=ACTIVE&limit=1000")
+                marker = None
+                servers = body["servers"]
+                while len(servers) == 1000 * (1 if marker is None else 1):
+                    marker = servers[-1]["id"]
+                    _, more = await api.request(
+                        "GET", f"/compute/v2.1/servers/detail?status=ACTIVE&limit=1000&marker={marker}"
+                    )
+                    if not more["servers"]:
+                        break
+                    servers = servers + more["servers"]
+                    if len(more["servers"]) < 1000:
+                        break
+                for s in servers:
+                    if s["id"] in sent and s["id"] not in launched and s["OS-SRV-USG:launched_at"]:
+                        when = datetime.fromisoformat(s["OS-SRV-USG:launched_at"]).replace(tzinfo=UTC).timestamp()
+                        launched[s["id"]] = when
+                _, err = await api.request("GET", "/compute/v2.1/servers?status=ERROR")
+                errors = len(err["servers"])
+                if time.time() - t_start > args.timeout:
+                    raise RuntimeError(f"only {len(launched)} of {args.servers} ACTIVE after {args.timeout}s")
+            t_all_active = max(launched.values())
+            cpu1 = sum(ps.cpu_times()[:2])
+            latencies = [launched[sid] - sent[sid] for sid in launched]
+            results.update(
+                errors=errors,
+                create_requests_per_s=round(args.servers / (t_created - t_start), 1),
+                servers_per_s_to_all_active=round(len(launched) / (t_all_active - t_start), 1),
+                create_to_active_p50_ms=round(percentile(latencies, 50) * 1000, 1),
+                create_to_active_p95_ms=round(percentile(latencies, 95) * 1000, 1),
+                server_cpu_s_per_boot=round((cpu1 - cpu0) / args.servers, 4),
+            )
+
+            detail_times = []
+            for _ in range(args.detail_samples):
+                t0 = time.perf_counter()
+                status, body = await api.request("GET", "/compute/v2.1/servers/detail")
+                detail_times.append(time.perf_counter() - t0)
+                assert status == 200
+            results["detail_count"] = len(body["servers"])
+            results["servers_detail_p50_ms"] = round(percentile(detail_times, 50) * 1000, 1)
+            results["server_rss_mb"] = round(ps.memory_info().rss / 2**20, 1)
+
+            async def delete(sid: str) -> None:
+                async with sem:
+                    status, _ = await api.request("DELETE", f"/compute/v2.1/servers/{sid}")
+                assert status == 204
+
+            t0 = time.time()
+            _, all_servers = await api.request("GET", "/compute/v2.1/servers?limit=1000")
+            ids = list(sent)
+            await asyncio.gather(*(delete(sid) for sid in ids))
+            while True:
+                _, body = await api.request("GET", "/compute/v2.1/servers?limit=1")
+                if not body["servers"]:
+                    break
+                await asyncio.sleep(0.05)
+            results["deletes_per_s"] = round(len(ids) / (time.time() - t0), 1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return results
+
+
+async def scheduler_decision(hosts: int, samples: int) -> dict[str, Any]:
+    """Time select_destinations over ``hosts`` compute nodes, in-process on SQLite."""
+    from novalite import placement
+    from novalite.bus import Bus, make_transport
+    from novalite.compute.records import node_uuid, upsert_service
+    from novalite.config import Settings
+    from novalite.context import RequestContext
+    from novalite.db import Database, schema as t
+    from novalite.db.migrate import upgrade
+    from novalite.runtime import Runtime
+    from novalite.scheduler.manager import SchedulerManager
+    from novalite.timeutil import utcnow
+
+    state = Path(tempfile.mkdtemp(prefix="novalite-sched-"))
+    settings = Settings(state_dir=state)
+    db = Database(f"sqlite:///{state / 'db.sqlite'}")
+    await upgrade(db)
+    async with db.begin() as conn:
+        for i in range(hosts):
+            name = f"hv{i}"
+            uuid_ = node_uuid(name)
+            await upsert_service(conn, name, "nova-compute", "compute", "nova")
+            await conn.execute(t.compute_nodes.insert().values(
+                uuid=uuid_, host=name, hypervisor_hostname=name, hypervisor_type="fake", hypervisor_version=1,
+                vcpus=64, memory_mb=262144, local_gb=2000, cpu_info={}, created_at=utcnow(), updated_at=utcnow()))
+            await placement.ensure_provider(conn, uuid_, name)
+            await placement.set_inventories(conn, uuid_, {
+                placement.VCPU: placement.Inventory(total=64, allocation_ratio=4.0),
+                placement.MEMORY_MB: placement.Inventory(total=262144 - (i % 97) * 512),
+                placement.DISK_GB: placement.Inventory(total=2000),
+            })
+    rt = Runtime(settings=settings, bus=Bus(make_transport("memory://")), db=db)
+    sched = SchedulerManager(rt)
+    await sched.refresh(force=True)
+    flavor = {"vcpus": 1, "memory_mb": 512, "root_gb": 1, "ephemeral_gb": 0, "swap": 0}
+    ctx = RequestContext.admin()
+    rank_times, total_times = [], []
+    for _ in range(samples):
+        spec = {"instance_uuid": str(uuid.uuid4()), "project_id": "p", "flavor": flavor}
+        from novalite.scheduler.hoststate import RequestSpec
+
+        t0 = time.perf_counter()
+        sched.rank(RequestSpec.from_dict(spec))
+        rank_times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        await sched.select_destinations(ctx, spec)
+        total_times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    await sched.refresh(force=True)
+    refresh = time.perf_counter() - t0
+    await db.close()
+    return {
+        "hosts": hosts,
+        "filter_weigh_p50_ms": round(percentile(rank_times, 50) * 1000, 2),
+        "select_and_claim_p50_ms": round(percentile(total_times, 50) * 1000, 2),
+        "cache_refresh_ms": round(refresh * 1000, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hosts", type=int, default=10)
+    parser.add_argument("--servers", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=50, help="create/delete requests in flight")
+    parser.add_argument("--detail-samples", type=int, default=20)
+    parser.add_argument("--poll", type=float, default=0.5, help="seconds between progress polls")
+    parser.add_argument("--database-url", help="e.g. postgresql://postgres@127.0.0.1:5432/bench (must exist)")
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--scheduler-hosts", type=int, default=0,
+                        help="instead: time one scheduling decision over this many hosts")
+    args = parser.parse_args()
+    if args.scheduler_hosts:
+        result = asyncio.run(scheduler_decision(args.scheduler_hosts, 50))
+    else:
+        result = asyncio.run(run(args))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
