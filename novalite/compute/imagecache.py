@@ -1,0 +1,86 @@
+"""The compute host's image cache: images fetched once per host from the image API.
+
+Like nova-compute, the agent downloads an image with the requesting user's token from
+the image service (Glance v2 ``/v2/images/{id}/file``) — over HTTP, never from the
+database — into ``<state_dir>/image-cache/<id>``, verifies its MD5 against the image's
+``Content-MD5``, and renames it into place, so a half-downloaded file is never used.
+Kernel and ramdisk images named by ``kernel_id``/``ramdisk_id`` are fetched the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+from pathlib import Path
+
+import aiohttp
+
+from novalite.config import Settings
+from novalite.context import RequestContext
+from novalite.log import get_logger
+from novalite_drivers.base import DriverError, Instance
+
+log = get_logger("novalite.compute.imagecache")
+
+_locks: dict[str, asyncio.Lock] = {}
+CHUNK = 1024 * 1024
+
+
+def cache_dir(settings: Settings) -> Path:
+    return settings.state_dir / "image-cache"
+
+
+def image_api(settings: Settings) -> str:
+    return f"{settings.public_base}/image"
+
+
+async def fetch(settings: Settings, ctx: RequestContext, image_id: str) -> Path:
+    """Return the local path of ``image_id``, downloading it if this host has not yet."""
+    path = cache_dir(settings) / image_id
+    if path.exists():
+        return path
+    lock = _locks.setdefault(image_id, asyncio.Lock())
+    async with lock:
+        if path.exists():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        url = f"{image_api(settings)}/v2/images/{image_id}/file"
+        md5 = hashlib.md5(usedforsecurity=False)
+        size = 0
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=300)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                async with session.get(url, headers={"X-Auth-Token": ctx.auth_token or ""}) as resp:
+                    if resp.status != 200:
+                        raise DriverError(f"cannot download image {image_id}: HTTP {resp.status} from the image API")
+                    expected = resp.headers.get("Content-MD5")
+                    with open(tmp, "wb") as fh:
+                        async for chunk in resp.content.iter_chunked(CHUNK):
+                            md5.update(chunk)
+                            size += len(chunk)
+                            await asyncio.to_thread(fh.write, chunk)
+            if expected and expected not in (md5.hexdigest(), base64.b64encode(md5.digest()).decode()):
+                raise DriverError(f"image {image_id} arrived corrupted (checksum mismatch)")
+            os.replace(tmp, path)
+        except aiohttp.ClientError as exc:
+            raise DriverError(f"cannot download image {image_id}: {exc}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        log.info("imagecache.fetched", image=image_id, bytes=size)
+        return path
+
+
+async def fetch_image(settings: Settings, ctx: RequestContext, inst: Instance) -> None:
+    """Fill ``inst.image.path`` (and kernel/ramdisk paths) with cached local files."""
+    image = inst.image
+    if image is None:
+        return
+    image.path = str(await fetch(settings, ctx, image.id))
+    props = image.properties or {}
+    if props.get("kernel_id"):
+        image.kernel_path = str(await fetch(settings, ctx, props["kernel_id"]))
+    if props.get("ramdisk_id"):
+        image.ramdisk_path = str(await fetch(settings, ctx, props["ramdisk_id"]))
