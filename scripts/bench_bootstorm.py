@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,7 +54,9 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def start_server(state: Path, port: int, hosts: int, database_url: str | None, extra_env: dict[str, str]) -> subprocess.Popen:
+def start_server(
+    state: Path, port: int, hosts: int, database_url: str | None, extra_env: dict[str, str]
+) -> subprocess.Popen:
     env = dict(
         os.environ,
         NOVALITE_STATE_DIR=str(state),
@@ -75,7 +76,7 @@ def start_server(state: Path, port: int, hosts: int, database_url: str | None, e
         [sys.executable, "-m", "novalite.cli", "serve"],
         env=env,
         stdout=subprocess.PIPE,
-        stderr=open(state / "serve.log", "w"),  # noqa: SIM115 - lives as long as the process
+        stderr=open(state / "serve.log", "w"),
         text=True,
     )
     deadline = time.monotonic() + 60
@@ -122,8 +123,9 @@ class Api:
 
     async def upload_image(self) -> str:
         status, image = await self.request(
-            "POST", "/image/v2/images", json={"name": "bench", "disk_format": "raw", "container_format": "bare",
-                                              "visibility": "public"}
+            "POST",
+            "/image/v2/images",
+            json={"name": "bench", "disk_format": "raw", "container_format": "bare", "visibility": "public"},
         )
         assert status == 201, image
         async with self.session.put(
@@ -240,7 +242,8 @@ async def scheduler_decision(hosts: int, samples: int) -> dict[str, Any]:
     from novalite.compute.records import node_uuid, upsert_service
     from novalite.config import Settings
     from novalite.context import RequestContext
-    from novalite.db import Database, schema as t
+    from novalite.db import Database
+    from novalite.db import schema as t
     from novalite.db.migrate import upgrade
     from novalite.runtime import Runtime
     from novalite.scheduler.manager import SchedulerManager
@@ -255,15 +258,31 @@ async def scheduler_decision(hosts: int, samples: int) -> dict[str, Any]:
             name = f"hv{i}"
             uuid_ = node_uuid(name)
             await upsert_service(conn, name, "nova-compute", "compute", "nova")
-            await conn.execute(t.compute_nodes.insert().values(
-                uuid=uuid_, host=name, hypervisor_hostname=name, hypervisor_type="fake", hypervisor_version=1,
-                vcpus=64, memory_mb=262144, local_gb=2000, cpu_info={}, created_at=utcnow(), updated_at=utcnow()))
+            await conn.execute(
+                t.compute_nodes.insert().values(
+                    uuid=uuid_,
+                    host=name,
+                    hypervisor_hostname=name,
+                    hypervisor_type="fake",
+                    hypervisor_version=1,
+                    vcpus=64,
+                    memory_mb=262144,
+                    local_gb=2000,
+                    cpu_info={},
+                    created_at=utcnow(),
+                    updated_at=utcnow(),
+                )
+            )
             await placement.ensure_provider(conn, uuid_, name)
-            await placement.set_inventories(conn, uuid_, {
-                placement.VCPU: placement.Inventory(total=64, allocation_ratio=4.0),
-                placement.MEMORY_MB: placement.Inventory(total=262144 - (i % 97) * 512),
-                placement.DISK_GB: placement.Inventory(total=2000),
-            })
+            await placement.set_inventories(
+                conn,
+                uuid_,
+                {
+                    placement.VCPU: placement.Inventory(total=64, allocation_ratio=4.0),
+                    placement.MEMORY_MB: placement.Inventory(total=262144 - (i % 97) * 512),
+                    placement.DISK_GB: placement.Inventory(total=2000),
+                },
+            )
     rt = Runtime(settings=settings, bus=Bus(make_transport("memory://")), db=db)
     sched = SchedulerManager(rt)
     await sched.refresh(force=True)
@@ -301,8 +320,9 @@ def main() -> None:
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between progress polls")
     parser.add_argument("--database-url", help="e.g. postgresql://postgres@127.0.0.1:5432/bench (must exist)")
     parser.add_argument("--timeout", type=float, default=600)
-    parser.add_argument("--scheduler-hosts", type=int, default=0,
-                        help="instead: time one scheduling decision over this many hosts")
+    parser.add_argument(
+        "--scheduler-hosts", type=int, default=0, help="instead: time one scheduling decision over this many hosts"
+    )
     args = parser.parse_args()
     if args.scheduler_hosts:
         result = asyncio.run(scheduler_decision(args.scheduler_hosts, 50))

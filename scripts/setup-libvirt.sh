@@ -11,7 +11,7 @@
 # What it does:
 #   1. apt-get install the daemon (the -sysv flavour keeps systemd out of containers),
 #      QEMU, qemu-img, libvirt-dev (to build libvirt-python), dnsmasq (DHCP for libvirt
-#      networks), iproute2, and the build tools for libvirt-python.
+#      networks; dnsmasq-utils for dhcp_release), iproute2, and the build tools for libvirt-python.
 #   2. Starts virtlogd and libvirtd in the background unless they already answer, then
 #      waits until `virsh -c qemu:///system version` works (the first start takes ~10 s).
 #   3. Makes /dev/kvm group-kvm mode 660 (with mode 0600 every defineXML takes a minute
@@ -34,7 +34,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 PKGS="libvirt-daemon-system libvirt-daemon-system-sysv qemu-system-x86 qemu-utils libvirt-dev \
-dnsmasq-base iproute2 pkg-config gcc libc6-dev python3-dev"
+dnsmasq-base dnsmasq-utils iproute2 pkg-config gcc libc6-dev python3-dev"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -58,12 +58,20 @@ if [ -e /dev/kvm ]; then
     chmod 660 /dev/kvm || true
 fi
 
+running() {
+    if command -v pgrep >/dev/null 2>&1; then
+        pgrep -x "$1" >/dev/null 2>&1
+    else
+        [ -f "/run/$1.pid" ] && kill -0 "$(cat "/run/$1.pid")" 2>/dev/null
+    fi
+}
+
 mkdir -p /var/run/libvirt /var/lib/libvirt /var/log/libvirt/qemu
-if ! pgrep -x virtlogd >/dev/null 2>&1; then
+if ! running virtlogd; then
     log "starting virtlogd"
     virtlogd -d
 fi
-if ! pgrep -x libvirtd >/dev/null 2>&1; then
+if ! running libvirtd; then
     log "starting libvirtd"
     libvirtd -d
 fi

@@ -1,0 +1,11 @@
+"""The libvirt/QEMU hypervisor driver (entry point ``libvirt``).
+
+Modules: :mod:`.driver` (the driver), :mod:`.xml` (domain XML), :mod:`.configdrive`
+(config drive ISO with pycdlib), :mod:`.network` (libvirt networks and DHCP host entries).
+Importing this package does not need libvirt-python; :meth:`LibvirtDriver.init_host` does.
+"""
+
+from novalite_drivers.libvirt.driver import LibvirtDriver, ensure_event_loop
+from novalite_drivers.libvirt.network import ensure_isolated_network, ensure_network
+
+__all__ = ["LibvirtDriver", "ensure_event_loop", "ensure_isolated_network", "ensure_network"]

@@ -1,0 +1,887 @@
+"""The libvirt driver: QEMU guests (TCG by default, KVM on request) through libvirt.
+
+Options (the ``[driver.libvirt]`` config section):
+
+``uri``
+    libvirt connection URI (default ``qemu:///system``; ``test:///path/node.xml`` for tests).
+``virt_type``
+    ``qemu`` (default: TCG, pure emulation, works everywhere) or ``kvm``. Never auto-detected:
+    a host can advertise KVM (``/dev/kvm`` exists, domcapabilities lists it) and still be
+    unable to run KVM guests, e.g. inside some VMs.
+``instances_path``
+    Where each instance gets ``<uuid>/`` with its disks, config drive and console log
+    (default ``/var/lib/novalite/instances``). Base images are cached in ``_base/`` below it.
+``network``
+    The libvirt network a port without ``network`` is attached to (default ``default``).
+``force_config_drive``
+    Attach a config drive to every guest, not only to those that asked for one.
+``shutdown_timeout``
+    Seconds a graceful (ACPI) shutdown or a soft reboot may take before the driver falls back
+    to a hard one (default 60). ``reboot_timeout`` overrides it for soft reboots.
+``machine_type``
+    QEMU machine type (default ``pc``: its IDE bus carries the config drive cdrom).
+``cpu_mode``
+    ``host-model``/``host-passthrough``/``none``; default ``host-model`` for kvm, the
+    hypervisor's default CPU for qemu.
+``vnc_listen``
+    Address the guests' VNC servers listen on (default ``127.0.0.1``).
+
+Events: libvirt's default event loop runs in a daemon thread (one per process); domain
+lifecycle and reboot events are handed to the asyncio loop that called :meth:`init_host`.
+For a domain nobody is operating on through this driver, the driver re-reads its power state
+and calls :meth:`emit_lifecycle` when it changed (so a guest that powers itself off is
+reported as SHUTDOWN). Events caused by the driver's own operations are not reported.
+
+Soft reboot: ``virDomainReboot`` (ACPI power button with QEMU: the guest shuts down and
+QEMU resets it instead of exiting). The driver waits for libvirt's REBOOT event (or a
+STARTED lifecycle event) for ``reboot_timeout`` seconds; if none comes, the guest ignored
+the request and the driver reboots hard (destroy + start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+from novalite_drivers.base import (
+    ComputeDriver,
+    ConsoleAddress,
+    DriverError,
+    HostResources,
+    Instance,
+    InstanceNotFound,
+    InvalidState,
+    NotSupported,
+    PowerState,
+)
+from novalite_drivers.libvirt import configdrive
+from novalite_drivers.libvirt import network as netmod
+from novalite_drivers.libvirt.xml import (
+    NOVALITE_NS,
+    DiskSpec,
+    DomainSpec,
+    NicSpec,
+    build_domain_xml,
+    domain_macs,
+    metadata_for,
+    vnc_address,
+)
+
+try:
+    import libvirt
+except ImportError:  # pragma: no cover - reported by init_host
+    libvirt = None  # type: ignore[assignment]
+
+LOG = logging.getLogger("novalite_drivers.libvirt")
+GiB = 1024**3
+T = TypeVar("T")
+
+#: How much of the serial log get_console_output returns at most (its tail).
+MAX_CONSOLE_BYTES = 100 * 1024
+
+# -- process-wide libvirt event loop ------------------------------------------------------------
+
+_event_lock = threading.Lock()
+_event_thread: threading.Thread | None = None
+_event_impl: str | None = None
+
+
+def _run_default_event_loop() -> None:
+    while True:
+        try:
+            libvirt.virEventRunDefaultImpl()
+        except Exception:  # keep the thread alive whatever a callback did
+            LOG.exception("libvirt event loop iteration failed")
+            time.sleep(0.1)
+
+
+def ensure_event_loop() -> str:
+    """Register an event implementation with libvirt once per process; return which.
+
+    libvirt accepts exactly one implementation per process and it must be registered before
+    the connections that want events are opened. The default implementation, run in a daemon
+    thread, serves every driver instance and every asyncio loop (tests create one loop per
+    test; an implementation bound to one loop would die with it). If the application already
+    registered libvirtaio's implementation, that one is used.
+    """
+    global _event_thread, _event_impl
+    with _event_lock:
+        if _event_impl is not None:
+            return _event_impl
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # no stderr noise
+        try:
+            import libvirtaio
+
+            if getattr(libvirtaio, "_current_impl", None) is not None:
+                _event_impl = "libvirtaio"
+                return _event_impl
+        except ImportError:  # pragma: no cover
+            pass
+        libvirt.virEventRegisterDefaultImpl()
+        _event_thread = threading.Thread(target=_run_default_event_loop, name="libvirt-events", daemon=True)
+        _event_thread.start()
+        _event_impl = "default"
+        return _event_impl
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _map_state(state: int, reason: int, has_managed_save: bool) -> PowerState:
+    if state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED):
+        return PowerState.RUNNING
+    if state == libvirt.VIR_DOMAIN_PAUSED:
+        return PowerState.PAUSED
+    if state == libvirt.VIR_DOMAIN_SHUTDOWN:  # being shut down
+        return PowerState.SHUTDOWN
+    if state == libvirt.VIR_DOMAIN_SHUTOFF:
+        if has_managed_save:
+            return PowerState.SUSPENDED
+        if reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED:
+            return PowerState.CRASHED
+        return PowerState.SHUTDOWN
+    if state == libvirt.VIR_DOMAIN_CRASHED:
+        return PowerState.CRASHED
+    if state == libvirt.VIR_DOMAIN_PMSUSPENDED:
+        return PowerState.SUSPENDED
+    return PowerState.NOSTATE
+
+
+def _msg(exc: BaseException) -> str:
+    if libvirt is not None and isinstance(exc, libvirt.libvirtError):
+        return exc.get_error_message() or str(exc)
+    return str(exc)
+
+
+def _translate(exc: Exception, what: str, uuid: str | None = None) -> DriverError:
+    if isinstance(exc, DriverError):
+        return exc
+    if libvirt is not None and isinstance(exc, libvirt.libvirtError):
+        code = exc.get_error_code()
+        if code == libvirt.VIR_ERR_NO_DOMAIN:
+            return InstanceNotFound(f"no libvirt domain for instance {uuid}" if uuid else _msg(exc))
+        if code == libvirt.VIR_ERR_OPERATION_INVALID:
+            return InvalidState(f"{what}: {_msg(exc)}")
+        if code in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
+            return NotSupported(f"{what}: {_msg(exc)}")
+        return DriverError(f"{what}: {_msg(exc)}")
+    if isinstance(exc, subprocess.CalledProcessError):
+        err = (exc.stderr or b"").decode(errors="replace").strip() if isinstance(exc.stderr, bytes) else ""
+        return DriverError(f"{what}: {exc.cmd[0]} failed: {err or exc}")
+    if isinstance(exc, OSError):
+        return DriverError(f"{what}: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+    return DriverError(f"{what}: {exc!r}")
+
+
+def _run(*cmd: str) -> str:
+    proc = subprocess.run(cmd, check=True, capture_output=True)
+    return proc.stdout.decode()
+
+
+def _qemu_img_info(path: str, fmt: str | None = None) -> dict[str, Any]:
+    cmd = ["qemu-img", "info", "--output=json"]
+    if fmt:
+        cmd += ["-f", fmt]
+    return json.loads(_run(*cmd, path))
+
+
+def _dhcp_name(hostname: str) -> str:
+    name = re.sub(r"[^a-z0-9-]", "-", hostname.lower()).strip("-")
+    return name[:63]
+
+
+class LibvirtDriver(ComputeDriver):
+    """QEMU guests through libvirt. See the module docstring for options and behaviour."""
+
+    name = "libvirt"
+    needs_image_file = True
+
+    def __init__(self, host: str, options: dict[str, Any] | None = None) -> None:
+        super().__init__(host, options)
+        o = self.options
+        self.uri: str = o.get("uri") or "qemu:///system"
+        self.virt_type: str = o.get("virt_type") or "qemu"
+        self.instances_path: str = os.path.abspath(o.get("instances_path") or "/var/lib/novalite/instances")
+        self.network: str | None = o.get("network") or "default"
+        self.force_config_drive: bool = _as_bool(o.get("force_config_drive", False))
+        self.shutdown_timeout: float = float(o.get("shutdown_timeout", 60))
+        self.reboot_timeout: float = float(o.get("reboot_timeout", self.shutdown_timeout))
+        self.machine_type: str | None = o.get("machine_type", "pc") or None
+        cpu_mode = o.get("cpu_mode")
+        if cpu_mode is None:
+            cpu_mode = "host-model" if self.virt_type == "kvm" else None
+        self.cpu_mode: str | None = None if cpu_mode in (None, "", "none") else cpu_mode
+        self.vnc_listen: str = o.get("vnc_listen", "127.0.0.1")
+
+        self._conn: Any = None
+        self._conn_lock = threading.RLock()
+        self._callback_ids: list[int] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events: asyncio.Queue[str] | None = None
+        self._event_task: asyncio.Task[None] | None = None
+        self._busy: collections.Counter[str] = collections.Counter()
+        self._generation: collections.Counter[str] = collections.Counter()
+        self._known_state: dict[str, PowerState] = {}
+        self._reboot_waiters: dict[str, asyncio.Event] = {}
+        self._base_lock = threading.Lock()
+
+    # -- connection -------------------------------------------------------------------------
+
+    async def init_host(self) -> None:
+        if libvirt is None:
+            raise DriverError("the libvirt driver needs libvirt-python: pip install libvirt-python")
+        if self.virt_type not in ("qemu", "kvm"):
+            raise DriverError(f"virt_type must be 'qemu' or 'kvm', not {self.virt_type!r}")
+        self._loop = asyncio.get_running_loop()
+        ensure_event_loop()
+        await asyncio.to_thread(self._connection)
+        await asyncio.to_thread(self._make_instances_dir)
+        self._events = asyncio.Queue()
+        self._event_task = asyncio.create_task(self._event_worker(), name="libvirt-lifecycle")
+
+    async def cleanup_host(self) -> None:
+        if self._event_task is not None:
+            self._event_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._event_task
+            self._event_task = None
+        await asyncio.to_thread(self._disconnect)
+
+    def _make_instances_dir(self) -> None:
+        try:
+            os.makedirs(self.instances_path, mode=0o755, exist_ok=True)
+        except OSError as exc:
+            raise DriverError(f"cannot create instances_path {self.instances_path}: {exc.strerror}") from None
+
+    def _connection(self) -> Any:
+        """The open connection, reopened (with event callbacks) if libvirtd went away."""
+        with self._conn_lock:
+            if self._conn is not None:
+                try:
+                    if self._conn.isAlive():
+                        return self._conn
+                except libvirt.libvirtError:
+                    pass
+                LOG.warning("libvirt connection to %s lost; reconnecting", self.uri)
+                self._disconnect()
+            try:
+                conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as exc:
+                raise DriverError(
+                    f"cannot connect to libvirt at {self.uri}: {_msg(exc)}"
+                    " (is libvirtd running? see scripts/setup-libvirt.sh)"
+                ) from None
+            if conn is None:  # pragma: no cover - old bindings
+                raise DriverError(f"cannot connect to libvirt at {self.uri}")
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.setKeepAlive(5, 3)
+            self._callback_ids = [
+                conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle_cb, None),
+                conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._reboot_cb, None),
+            ]
+            self._conn = conn
+            return conn
+
+    def _disconnect(self) -> None:
+        with self._conn_lock:
+            conn, self._conn = self._conn, None
+            if conn is None:
+                return
+            for cid in self._callback_ids:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.domainEventDeregisterAny(cid)
+            self._callback_ids = []
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+
+    async def _call(self, what: str, fn: Callable[..., T], *args: Any, uuid: str | None = None) -> T:
+        """Run a blocking function in a thread; turn its errors into DriverErrors."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except DriverError:
+            raise
+        except Exception as exc:
+            raise _translate(exc, what, uuid) from None
+
+    def _lookup(self, uuid: str) -> Any:
+        try:
+            return self._connection().lookupByUUIDString(uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise InstanceNotFound(f"no libvirt domain for instance {uuid} on {self.host}") from None
+            raise _translate(exc, f"cannot look up instance {uuid}") from None
+
+    def _instance_dir(self, uuid: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", uuid) or ".." in uuid:
+            raise DriverError(f"invalid instance uuid {uuid!r}")
+        return os.path.join(self.instances_path, uuid)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _post(self, uuid: str, kind: str, event: int = -1, detail: int = -1) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # loop closed between the check and the call
+            loop.call_soon_threadsafe(self._on_event, uuid, kind, event, detail)
+
+    def _lifecycle_cb(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
+        self._post(dom.UUIDString(), "lifecycle", event, detail)
+
+    def _reboot_cb(self, _conn: Any, dom: Any, _opaque: Any) -> None:
+        self._post(dom.UUIDString(), "reboot")
+
+    def _on_event(self, uuid: str, kind: str, event: int, detail: int) -> None:
+        LOG.debug("libvirt event %s %s %s/%s (busy %s)", uuid, kind, event, detail, self._busy[uuid])
+        # QEMU reports a guest reset as a REBOOT event; the test driver only as STARTED/BOOTED.
+        # (STARTED/RESTORED after a resume is not a reboot.)
+        if kind == "reboot" or (
+            kind == "lifecycle"
+            and event == libvirt.VIR_DOMAIN_EVENT_STARTED
+            and detail == libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED
+        ):
+            waiter = self._reboot_waiters.get(uuid)
+            if waiter is not None:
+                waiter.set()
+        if kind == "lifecycle" and event not in (
+            libvirt.VIR_DOMAIN_EVENT_DEFINED,
+            libvirt.VIR_DOMAIN_EVENT_UNDEFINED,
+        ):
+            if self._events is not None:
+                self._events.put_nowait(uuid)
+
+    async def _event_worker(self) -> None:
+        assert self._events is not None
+        while True:
+            uuid = await self._events.get()
+            generation = self._generation[uuid]
+            if self._busy[uuid]:
+                continue
+            try:
+                state = await asyncio.to_thread(self._owned_state, uuid)
+            except Exception:
+                LOG.debug("cannot read state of %s after an event", uuid, exc_info=True)
+                continue
+            # An operation ran (or runs) meanwhile: it records the state itself.
+            if state is None or self._busy[uuid] or self._generation[uuid] != generation:
+                continue
+            if self._known_state.get(uuid) == state:
+                continue
+            LOG.info("instance %s changed to %s on its own (was %s)", uuid, state.name, self._known_state.get(uuid))
+            self._known_state[uuid] = state
+            try:
+                await self.emit_lifecycle(uuid, state)
+            except Exception:
+                LOG.exception("lifecycle callback failed for %s", uuid)
+
+    def _owned_state(self, uuid: str) -> PowerState | None:
+        """The power state of ``uuid`` if it is a novalite domain, else None."""
+        try:
+            dom = self._connection().lookupByUUIDString(uuid)
+            if uuid not in self._known_state and not self._is_ours(dom):
+                return None
+            return self._dom_state(dom)
+        except libvirt.libvirtError:
+            return None
+
+    @staticmethod
+    def _is_ours(dom: Any) -> bool:
+        try:
+            dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NOVALITE_NS, 0)
+            return True
+        except libvirt.libvirtError:
+            return False
+
+    @staticmethod
+    def _dom_state(dom: Any) -> PowerState:
+        state, reason = dom.state()
+        has_save = False
+        if state == libvirt.VIR_DOMAIN_SHUTOFF:
+            try:
+                has_save = bool(dom.hasManagedSaveImage(0))
+            except libvirt.libvirtError:
+                has_save = False
+        return _map_state(state, reason, has_save)
+
+    @contextlib.asynccontextmanager
+    async def _operation(self, instance: Instance) -> AsyncIterator[None]:
+        """Mark an operation in progress: its own events are not reported as lifecycle events."""
+        uuid = instance.uuid
+        self._busy[uuid] += 1
+        self._generation[uuid] += 1
+        try:
+            yield
+        finally:
+            try:
+                state = await asyncio.to_thread(self._owned_state, uuid)
+            except Exception:
+                state = None
+            if state is None:
+                self._known_state.pop(uuid, None)
+            else:
+                self._known_state[uuid] = state
+            self._generation[uuid] += 1
+            self._busy[uuid] -= 1
+            if self._busy[uuid] <= 0:
+                del self._busy[uuid]
+
+    # -- host -------------------------------------------------------------------------------
+
+    async def get_host_resources(self) -> HostResources:
+        return await self._call("cannot read host resources", self._host_resources_sync)
+
+    def _host_resources_sync(self) -> HostResources:
+        conn = self._connection()
+        info = conn.getInfo()  # [model, memory MiB, cpus, MHz, nodes, sockets, cores, threads]
+        self._make_instances_dir()
+        disk = shutil.disk_usage(self.instances_path)
+        cpu_info: dict[str, Any] = {"arch": info[0], "topology": {}}
+        try:
+            caps = ET.fromstring(conn.getCapabilities())
+            cpu = caps.find("./host/cpu")
+            if cpu is not None:
+                for tag in ("arch", "model", "vendor"):
+                    el = cpu.find(tag)
+                    if el is not None and el.text:
+                        cpu_info[tag] = el.text
+                topo = cpu.find("topology")
+                if topo is not None:
+                    cpu_info["topology"] = {k: int(v) for k, v in topo.attrib.items() if v.isdigit()}
+        except (libvirt.libvirtError, ET.ParseError):
+            pass
+        if not cpu_info["topology"]:
+            cpu_info["topology"] = {"sockets": info[5], "cores": info[6], "threads": info[7]}
+        try:
+            hostname = conn.getHostname()
+        except libvirt.libvirtError:
+            hostname = self.host
+        return HostResources(
+            vcpus=int(info[2]),
+            memory_mb=int(info[1]),
+            local_gb=int(disk.total // GiB),
+            hypervisor_type=conn.getType(),
+            hypervisor_version=int(conn.getVersion()),
+            hypervisor_hostname=hostname or self.host,
+            cpu_info=cpu_info,
+        )
+
+    async def list_instances(self) -> list[str]:
+        return await self._call("cannot list instances", self._list_sync)
+
+    def _list_sync(self) -> list[str]:
+        return [dom.UUIDString() for dom in self._connection().listAllDomains(0) if self._is_ours(dom)]
+
+    # -- spawn / destroy --------------------------------------------------------------------
+
+    async def spawn(self, instance: Instance) -> None:
+        cancelled = threading.Event()
+        async with self._operation(instance):
+            fut = asyncio.ensure_future(asyncio.to_thread(self._spawn_sync, instance, cancelled))
+            try:
+                await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                # The thread cannot be interrupted: it notices, cleans up and stops.
+                cancelled.set()
+                raise
+
+    def _spawn_sync(self, instance: Instance, cancelled: threading.Event) -> None:
+        conn = self._connection()
+        try:
+            conn.lookupByUUIDString(instance.uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise _translate(exc, "cannot spawn") from None
+        else:
+            # Not ours to clean up: it is the existing guest.
+            raise DriverError(f"instance {instance.uuid} already exists on {self.host}")
+        try:
+            self._build(instance, conn, cancelled)
+        except BaseException as exc:
+            try:
+                self._destroy_sync(instance)
+            except Exception:
+                LOG.exception("cleanup after failed spawn of %s failed", instance.uuid)
+            if isinstance(exc, Exception):
+                raise _translate(exc, f"cannot spawn instance {instance.uuid}") from None
+            raise
+
+    def _check_cancelled(self, cancelled: threading.Event) -> None:
+        if cancelled.is_set():
+            raise DriverError("spawn was cancelled")
+
+    def _build(self, instance: Instance, conn: Any, cancelled: threading.Event) -> None:
+        idir = self._instance_dir(instance.uuid)
+        if os.path.exists(idir):  # left by a crash: nothing in it belongs to a live guest
+            shutil.rmtree(idir)
+        os.makedirs(idir, mode=0o755)
+        os.chmod(idir, 0o755)  # qemu runs as another user and must reach the files
+        image = instance.image
+        disks: list[DiskSpec] = []
+        letters = iter("abcdefghijklmnopqrstuvwxyz")
+
+        root = os.path.join(idir, "disk")
+        if image is not None and image.path:
+            base, fmt, virtual_size = self._cached_base(image)
+            _run("qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", base, root)
+            want = instance.root_gb * GiB
+            if instance.root_gb and want < virtual_size:
+                raise DriverError(
+                    f"the flavor's root disk ({instance.root_gb} GB) is smaller than the image"
+                    f" ({virtual_size / GiB:.1f} GB)"
+                )
+            if want > virtual_size:
+                _run("qemu-img", "resize", "-q", "-f", "qcow2", root, str(want))
+            disks.append(DiskSpec(root, "vd" + next(letters)))
+        elif instance.root_gb:
+            _run("qemu-img", "create", "-q", "-f", "qcow2", root, f"{instance.root_gb}G")
+            disks.append(DiskSpec(root, "vd" + next(letters)))
+        elif image is None or not image.kernel_path:
+            raise DriverError("nothing to boot: the instance has no image and no root disk")
+        if instance.ephemeral_gb:
+            eph = os.path.join(idir, "disk.eph0")
+            _run("qemu-img", "create", "-q", "-f", "qcow2", eph, f"{instance.ephemeral_gb}G")
+            disks.append(DiskSpec(eph, "vd" + next(letters)))
+        self._check_cancelled(cancelled)
+
+        kernel = initrd = cmdline = None
+        if image is not None and image.kernel_path:
+            kernel = os.path.join(idir, "kernel")
+            shutil.copyfile(image.kernel_path, kernel)
+            if image.ramdisk_path:
+                initrd = os.path.join(idir, "ramdisk")
+                shutil.copyfile(image.ramdisk_path, initrd)
+            cmdline = str(image.properties.get("os_command_line") or "root=/dev/vda console=tty0 console=ttyS0")
+
+        if instance.config_drive or self.force_config_drive:
+            iso = os.path.join(idir, "disk.config")
+            configdrive.build_config_drive(instance, iso)
+            disks.append(DiskSpec(iso, "hda", bus="ide", device="cdrom", format="raw", readonly=True))
+        self._check_cancelled(cancelled)
+
+        nics = []
+        named: set[str] = set()
+        for port in instance.ports:
+            net = port.network or self.network
+            if not net:
+                raise DriverError(f"port {port.mac} has no network and no default network is configured")
+            if port.ip:
+                name = None
+                if net not in named:
+                    name = _dhcp_name(instance.hostname or instance.name) or None
+                    named.add(net)
+                netmod.add_dhcp_host(conn, net, port.mac, port.ip, name)
+                netmod.release_leases(conn, net, ip=port.ip, mac=port.mac.lower())
+            else:
+                netmod._lookup(conn, net)  # fail early and readably on a missing network
+            nics.append(NicSpec(port.mac.lower(), net))
+
+        spec = DomainSpec(
+            uuid=instance.uuid,
+            name=instance.name,
+            vcpus=instance.vcpus,
+            memory_mb=instance.memory_mb,
+            virt_type=self.virt_type,
+            machine=self.machine_type,
+            cpu_mode=self.cpu_mode,
+            disks=disks,
+            nics=nics,
+            kernel=kernel,
+            initrd=initrd,
+            cmdline=cmdline,
+            console_log=os.path.join(idir, "console.log"),
+            vnc_listen=self.vnc_listen,
+            metadata=metadata_for(instance, self.host),
+        )
+        xml = build_domain_xml(spec)
+        with open(os.path.join(idir, "libvirt.xml"), "w") as f:  # for operators; not read back
+            f.write(xml)
+        self._check_cancelled(cancelled)
+        dom = conn.defineXML(xml)
+        self._check_cancelled(cancelled)
+        dom.create()
+        state, _reason = dom.state()
+        if state not in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED):
+            raise DriverError(f"the guest did not start (libvirt state {state})")
+
+    def _cached_base(self, image: Any) -> tuple[str, str, int]:
+        """Copy the image into ``_base/`` once; return (path, format, virtual size)."""
+        fmt = (image.disk_format or "raw").lower()
+        if fmt not in ("qcow2", "raw"):
+            raise DriverError(f"the libvirt driver cannot boot disk_format {fmt!r} (only qcow2 and raw)")
+        if not os.path.isfile(image.path):
+            raise DriverError(f"image file {image.path} does not exist")
+        base_dir = os.path.join(self.instances_path, "_base")
+        os.makedirs(base_dir, mode=0o755, exist_ok=True)
+        safe_id = re.sub(r"[^A-Za-z0-9_.-]", "_", image.id) or "image"
+        base = os.path.join(base_dir, f"{safe_id}.{fmt}")
+        with self._base_lock:
+            src_size = os.path.getsize(image.path)
+            if not os.path.exists(base) or os.path.getsize(base) != src_size:
+                tmp = f"{base}.{os.getpid()}.{threading.get_ident()}.tmp"
+                try:
+                    shutil.copyfile(image.path, tmp)
+                    os.chmod(tmp, 0o644)
+                    os.replace(tmp, base)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+        # Trust the declared format, and never let a qcow2 image point at another file.
+        info = _qemu_img_info(base, fmt)
+        if fmt == "qcow2":
+            if info.get("format") != "qcow2":
+                raise DriverError(f"image {image.id} is declared qcow2 but is {info.get('format')}")
+            if info.get("backing-filename") or info.get("format-specific", {}).get("data", {}).get("data-file"):
+                raise DriverError(f"image {image.id} refers to other files; refusing to use it")
+        return base, fmt, int(info["virtual-size"])
+
+    async def destroy(self, instance: Instance) -> None:
+        async with self._operation(instance):
+            await self._call(f"cannot destroy instance {instance.uuid}", self._destroy_sync, instance)
+        self._known_state.pop(instance.uuid, None)
+
+    def _destroy_sync(self, instance: Instance) -> None:
+        conn = self._connection()
+        macs = {(p.mac.lower(), p.network or self.network or "") for p in instance.ports}
+        try:
+            dom = conn.lookupByUUIDString(instance.uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            dom = None
+        if dom is not None:
+            with contextlib.suppress(libvirt.libvirtError, ET.ParseError):
+                macs |= set(domain_macs(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
+            self._hard_stop(dom)
+            self._undefine(dom)
+        for mac, net in sorted(macs):
+            if net:
+                netmod.remove_dhcp_host(conn, net, mac)
+                netmod.release_leases(conn, net, mac=mac)
+        idir = self._instance_dir(instance.uuid)
+        if os.path.lexists(idir):
+            shutil.rmtree(idir)
+
+    @staticmethod
+    def _hard_stop(dom: Any) -> None:
+        for attempt in range(3):
+            try:
+                if not dom.isActive():
+                    return
+                dom.destroy()
+                return
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
+                    return
+                if attempt == 2:
+                    raise
+                time.sleep(1)  # "device or resource busy" while QEMU is still exiting
+
+    @staticmethod
+    def _undefine(dom: Any) -> None:
+        base = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        for flags in (
+            base | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA,
+            base,
+            None,
+        ):
+            try:
+                if flags is None:
+                    with contextlib.suppress(libvirt.libvirtError):
+                        if dom.hasManagedSaveImage(0):
+                            dom.managedSaveRemove(0)
+                    dom.undefine()
+                else:
+                    dom.undefineFlags(flags)
+                return
+            except libvirt.libvirtError as exc:
+                code = exc.get_error_code()
+                if code == libvirt.VIR_ERR_NO_DOMAIN:
+                    return
+                if flags is None or code not in (
+                    libvirt.VIR_ERR_INVALID_ARG,
+                    libvirt.VIR_ERR_NO_SUPPORT,
+                    libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+                ):
+                    raise
+
+    # -- power ------------------------------------------------------------------------------
+
+    async def get_power_state(self, instance: Instance) -> PowerState:
+        return await self._call(
+            f"cannot read the power state of {instance.uuid}",
+            lambda: self._dom_state(self._lookup(instance.uuid)),
+            uuid=instance.uuid,
+        )
+
+    async def power_off(self, instance: Instance, timeout: float = 60.0) -> None:
+        async with self._operation(instance):
+            what = f"cannot power off instance {instance.uuid}"
+            dom = await self._call(what, self._lookup, instance.uuid)
+            state, _ = await self._call(what, dom.state)
+            if state == libvirt.VIR_DOMAIN_SHUTOFF:
+                # Powering off discards a suspended guest's memory: the next start is a boot.
+                await self._call(what, self._remove_managed_save, dom)
+                return
+            if timeout > 0 and state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED):
+                try:
+                    await self._call(what, dom.shutdown)  # ACPI power button (no guest agent)
+                except DriverError as exc:
+                    LOG.info("graceful shutdown of %s refused (%s); powering off hard", instance.uuid, exc)
+                else:
+                    if await self._wait_inactive(dom, timeout):
+                        return
+                    LOG.info("%s ignored ACPI shutdown for %.0fs; powering off hard", instance.uuid, timeout)
+            await self._call(what, self._hard_stop, dom)
+
+    async def _wait_inactive(self, dom: Any, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                if not await asyncio.to_thread(dom.isActive):
+                    return True
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    raise InstanceNotFound(f"instance {dom.UUIDString()} disappeared") from None
+                raise _translate(exc, "cannot read domain state") from None
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.2)
+
+    @staticmethod
+    def _remove_managed_save(dom: Any) -> None:
+        if dom.hasManagedSaveImage(0):
+            dom.managedSaveRemove(0)
+
+    async def power_on(self, instance: Instance) -> None:
+        async with self._operation(instance):
+            what = f"cannot power on instance {instance.uuid}"
+            dom = await self._call(what, self._lookup, instance.uuid)
+            if await self._call(what, dom.isActive):
+                return
+            await self._call(what, dom.create)
+
+    async def reboot(self, instance: Instance, hard: bool = False) -> None:
+        async with self._operation(instance):
+            what = f"cannot reboot instance {instance.uuid}"
+            dom = await self._call(what, self._lookup, instance.uuid)
+            if not hard:
+                state, _ = await self._call(what, dom.state)
+                if state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED):
+                    if await self._soft_reboot(instance, dom):
+                        return
+                    LOG.info("soft reboot of %s did not happen; rebooting hard", instance.uuid)
+            await self._call(what, self._hard_reboot_sync, dom)
+
+    async def _soft_reboot(self, instance: Instance, dom: Any) -> bool:
+        waiter = asyncio.Event()
+        self._reboot_waiters[instance.uuid] = waiter
+        try:
+            try:
+                await asyncio.to_thread(dom.reboot, 0)
+            except libvirt.libvirtError as exc:
+                LOG.info("soft reboot of %s refused: %s", instance.uuid, _msg(exc))
+                return False
+            try:
+                await asyncio.wait_for(waiter.wait(), self.reboot_timeout)
+            except TimeoutError:
+                return False
+            return True
+        finally:
+            self._reboot_waiters.pop(instance.uuid, None)
+
+    def _hard_reboot_sync(self, dom: Any) -> None:
+        # destroy + start, not virDomainReset: a fresh QEMU process fixes more, and it also
+        # starts a guest that was shut off or stuck paused.
+        self._hard_stop(dom)
+        self._remove_managed_save(dom)
+        dom.create()
+
+    async def pause(self, instance: Instance) -> None:
+        async with self._operation(instance):
+            what = f"cannot pause instance {instance.uuid}"
+            dom = await self._call(what, self._lookup, instance.uuid)
+            state = await self._call(what, self._dom_state, dom)
+            if state != PowerState.RUNNING:
+                raise InvalidState(f"cannot pause a guest in power state {state.name}")
+            await self._call(what, dom.suspend)
+
+    async def unpause(self, instance: Instance) -> None:
+        async with self._operation(instance):
+            what = f"cannot unpause instance {instance.uuid}"
+            dom = await self._call(what, self._lookup, instance.uuid)
+            state = await self._call(what, self._dom_state, dom)
+            if state != PowerState.PAUSED:
+                raise InvalidState(f"cannot unpause a guest in power state {state.name}")
+            await self._call(what, dom.resume)
+
+    async def suspend(self, instance: Instance) -> None:
+        async with self._operation(instance):
+            what = f"cannot suspend instance {instance.uuid}"
+            dom = await self._call(what, self._lookup, instance.uuid)
+            state = await self._call(what, self._dom_state, dom)
+            if state == PowerState.SUSPENDED:
+                return
+            if state not in (PowerState.RUNNING, PowerState.PAUSED):
+                raise InvalidState(f"cannot suspend a guest in power state {state.name}")
+            # SAVE_RUNNING: a guest suspended while paused comes back running.
+            await self._call(what, dom.managedSave, libvirt.VIR_DOMAIN_SAVE_RUNNING)
+
+    async def resume(self, instance: Instance) -> None:
+        async with self._operation(instance):
+            what = f"cannot resume instance {instance.uuid}"
+            dom = await self._call(what, self._lookup, instance.uuid)
+            state = await self._call(what, self._dom_state, dom)
+            if state == PowerState.RUNNING:
+                return
+            if state != PowerState.SUSPENDED:
+                raise InvalidState(f"cannot resume a guest in power state {state.name}")
+            await self._call(what, dom.create)  # restores the managed save image
+
+    # -- consoles ---------------------------------------------------------------------------
+
+    async def get_console_output(self, instance: Instance) -> str:
+        await self._call("cannot read console output", self._lookup, instance.uuid)
+        path = os.path.join(self._instance_dir(instance.uuid), "console.log")
+        return await self._call("cannot read console output", _read_tail, path, MAX_CONSOLE_BYTES)
+
+    async def get_vnc_console(self, instance: Instance) -> ConsoleAddress:
+        what = f"cannot get the VNC console of {instance.uuid}"
+        dom = await self._call(what, self._lookup, instance.uuid)
+        xml = await self._call(what, dom.XMLDesc, 0)
+        addr = vnc_address(xml)
+        if addr is None:
+            raise InvalidState(f"instance {instance.uuid} has no VNC server (is it running?)")
+        listen, port = addr
+        if listen in ("0.0.0.0", "::", ""):
+            listen = "127.0.0.1"
+        return ConsoleAddress(listen, port)
+
+
+def _read_tail(path: str, limit: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    return data.decode("utf-8", errors="replace")
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
