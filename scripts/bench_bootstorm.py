@@ -121,6 +121,17 @@ class Api:
             raw = await resp.read()
             return resp.status, (json.loads(raw) if raw else None)
 
+    async def list_all(self, path: str) -> list[dict[str, Any]]:
+        """Every server of a listing, following markers page by page."""
+        servers: list[dict[str, Any]] = []
+        marker = ""
+        while True:
+            _, body = await self.request("GET", f"{path}&limit=1000{marker}")
+            servers += body["servers"]
+            if len(body["servers"]) < 1000:
+                return servers
+            marker = f"&marker={servers[-1]['id']}"
+
     async def upload_image(self) -> str:
         status, image = await self.request(
             "POST",
@@ -171,19 +182,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 # launched_at is stamped by the agent, so a slow poll costs no precision; it only
                 # keeps the benchmark's own GETs from eating the server's CPU.
                 await asyncio.sleep(args.poll)
-                status, body = await api.request("GET", "/compute/v2.1/servers/detail?status=ACTIVE&limit=1000")
-                marker = None
-                servers = body["servers"]
-                while len(servers) == 1000 * (1 if marker is None else 1):
-                    marker = servers[-1]["id"]
-                    _, more = await api.request(
-                        "GET", f"/compute/v2.1/servers/detail?status=ACTIVE&limit=1000&marker={marker}"
-                    )
-                    if not more["servers"]:
-                        break
-                    servers = servers + more["servers"]
-                    if len(more["servers"]) < 1000:
-                        break
+                servers = await api.list_all("/compute/v2.1/servers/detail?status=ACTIVE")
                 for s in servers:
                     if s["id"] in sent and s["id"] not in launched and s["OS-SRV-USG:launched_at"]:
                         when = datetime.fromisoformat(s["OS-SRV-USG:launched_at"]).replace(tzinfo=UTC).timestamp()
@@ -220,7 +219,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 assert status == 204
 
             t0 = time.time()
-            _, all_servers = await api.request("GET", "/compute/v2.1/servers?limit=1000")
             ids = list(sent)
             await asyncio.gather(*(delete(sid) for sid in ids))
             while True:
