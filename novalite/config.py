@@ -74,8 +74,17 @@ class Settings:
     network_name: str = "novalite"
     network_cidr: str = "10.199.0.0/24"
     console_token_ttl: int = 600
-    #: Origins the console proxy accepts (empty: the public URL's origin).
+    #: Origins the console proxy accepts (empty: the console public URL's origin).
     console_allowed_origins: list[str] = field(default_factory=list)
+    #: host:port the console proxy (noVNC page + websocket) listens on; port 0 picks a free one,
+    #: and so does a busy port when ``console_public_url`` is empty (console URLs say the real one).
+    console_listen: str = "127.0.0.1:6080"
+    #: The URL browsers reach the console proxy at (console URLs start with it).
+    #: Empty: derived from ``console_listen``.
+    console_public_url: str = ""
+    #: Directory of noVNC (holding ``core/rfb.js``); empty: the first found of
+    #: scripts/setup-novnc.sh's install dir and Debian's /usr/share/novnc.
+    novnc_path: str = ""
     log_level: str = "INFO"
 
     @property

@@ -8,9 +8,11 @@ PostgreSQL tests create a database of their own at 127.0.0.1:5432 and drop it af
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,49 @@ from novalite.node import Node
 
 PG_ADMIN_URL = os.environ.get("NOVALITE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 ADMIN_PASSWORD = "admin-secret"
+
+
+RABBIT_HOST = "127.0.0.1:5672"
+
+
+def rabbitmqctl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run ``rabbitmqctl`` (needs root or the rabbitmq user), raising on failure."""
+    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=timeout, check=True)
+
+
+def create_rabbit_vhost() -> str:
+    """A throw-away vhost ``novalite-test-<random>`` with full rights for guest.
+
+    Fails (never skips) when ``rabbitmqctl`` or the broker is missing.
+    """
+    if shutil.which("rabbitmqctl") is None:
+        pytest.fail("rabbitmqctl not found: the RabbitMQ tests need the broker at 127.0.0.1:5672")
+    vhost = f"novalite-test-{uuid.uuid4().hex[:8]}"
+    try:
+        rabbitmqctl("add_vhost", vhost)
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    except (subprocess.SubprocessError, OSError) as exc:
+        pytest.fail(f"cannot create a RabbitMQ vhost: {exc}")
+    return vhost
+
+
+def delete_rabbit_vhost(vhost: str) -> None:
+    rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="session")
+def rabbit_vhost() -> Iterator[str]:
+    """One vhost per test run: concurrent runs on one broker never see each other's queues."""
+    vhost = create_rabbit_vhost()
+    try:
+        yield vhost
+    finally:
+        delete_rabbit_vhost(vhost)
+
+
+@pytest.fixture(scope="session")
+def rabbit_url(rabbit_vhost: str) -> str:
+    return f"rabbit://guest:guest@{RABBIT_HOST}/{rabbit_vhost}"
 
 
 def free_port() -> int:
@@ -158,6 +203,7 @@ def make_settings(tmp_path, db_url: str, **overrides: Any) -> Settings:  # type:
         fake_hosts=2,
         report_interval=0.5,
         log_level="WARNING",
+        console_listen=f"127.0.0.1:{free_port()}",
     )
     values.update(overrides)
     return Settings(**values)

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,47 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tests.conftest import free_port
+from tests.e2e.cli import Cli, cli_for_state, read_banner
 
 pytestmark = pytest.mark.e2e
-
-OPENSTACK = shutil.which("openstack") or str(Path(sys.executable).with_name("openstack"))
-
-
-class Cli:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-
-    def run(self, *args: str, check: bool = True, user: tuple[str, str, str] | None = None) -> str:
-        cmd = [OPENSTACK, *args]
-        env = dict(self.env)
-        if user:
-            env.update(OS_USERNAME=user[0], OS_PASSWORD=user[1], OS_PROJECT_NAME=user[2])
-            cmd = [
-                OPENSTACK,
-                f"--os-username={user[0]}",
-                f"--os-password={user[1]}",
-                f"--os-project-name={user[2]}",
-                *args,
-            ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"openstack {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-            )
-        return proc.stdout if check else proc.stdout + proc.stderr
-
-    def json(self, *args: str, **kw) -> object:
-        return json.loads(self.run(*args, "-f", "json", **kw))
-
-    def wait_status(self, server: str, status: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            current = self.run("server", "show", server, "-f", "value", "-c", "status").strip()
-            if current == status:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{server} is {current}, expected {status}")
-            time.sleep(0.3)
 
 
 def tiny_qcow2(path: Path, virtual_size: int = 64 * 1024 * 1024) -> None:
@@ -84,16 +44,7 @@ def served(tmp_path_factory):
     proc = subprocess.Popen(
         [sys.executable, "-m", "novalite.cli", "serve"], stdout=subprocess.PIPE, stderr=log, text=True, env=env
     )
-    banner = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        banner.append(line)
-        if "use it:" in line:
-            break
-    text = "".join(banner)
+    text = read_banner(proc)
     assert "use it:" in text, f"novalite serve did not start:\n{text}\n{(state / 'serve.log').read_text()}"
     info = {"proc": proc, "state": state, "banner": text, "env": env, "port": port}
     yield info
@@ -103,10 +54,7 @@ def served(tmp_path_factory):
 
 
 def cli_for(served) -> Cli:
-    clouds = served["state"] / "clouds.yaml"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    env.update(OS_CLIENT_CONFIG_FILE=str(clouds), OS_CLOUD="novalite")
-    return Cli(env)
+    return cli_for_state(served["state"])
 
 
 def test_serve_banner_tells_where_things_are(served):
@@ -256,15 +204,6 @@ def test_second_start_reuses_state(served):
         env=served["env"],
     )
     served["proc"] = new
-    lines = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = new.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "use it:" in line:
-            break
-    text = "".join(lines)
+    text = read_banner(new)
     assert "shown once" not in text and "kept from the first start" in text
     assert cli.json("image", "show", "tiny")["status"] == "active"
