@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -36,6 +38,104 @@ class StartupInfo:
     admin_password_source: str
 
 
+#: Key of the PostgreSQL advisory lock that serializes controllers' start-up.
+STARTUP_LOCK_KEY = 0x4E4F56414C495445  # "NOVALITE"
+
+
+@contextlib.asynccontextmanager
+async def _startup_lock(db: Any) -> AsyncIterator[None]:
+    """Controllers starting at once on one PostgreSQL database take turns to migrate the
+    schema and create the admin user and default flavors (else one dies on a duplicate key)."""
+    if db.is_sqlite:
+        yield
+        return
+    import sqlalchemy as sa
+
+    async with db.connect() as conn:
+        await conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": STARTUP_LOCK_KEY})
+        await conn.commit()
+        try:
+            yield
+        finally:
+            await conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": STARTUP_LOCK_KEY})
+            await conn.commit()
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def prepare_libvirt_host(settings: Settings) -> str:
+    """Before the libvirt driver's agents start: make sure guests' ports have a network.
+
+    Ports are on the libvirt network ``settings.network_name`` with fixed IPs from
+    ``settings.network_cidr`` (see novalite.network). If that network does not exist, it is
+    created **isolated** (no ``<forward>``: guests reach each other and this host, nothing
+    else; NAT is an operator's choice, see docs/libvirt.md), with this host at the subnet's
+    first address (novalite's gateway) on a bridge named after the network. Driver option
+    ``create_network = false`` turns that off. An existing network is used as it is, but
+    its subnet must be ``network_cidr``. Also makes the driver's ``network`` option (ports
+    without a network) default to ``network_name``. Blocking; returns a line for the banner.
+    """
+    import ipaddress
+    import zlib
+
+    opts = settings.driver_options
+    opts.setdefault("network", settings.network_name)
+    name, cidr = settings.network_name, ipaddress.ip_network(settings.network_cidr)
+    uri = opts.get("uri") or "qemu:///system"
+    try:
+        import libvirt
+        from novalite_drivers.libvirt import ensure_event_loop
+        from novalite_drivers.libvirt.network import ensure_network
+    except ImportError:
+        return f"{name} {cidr} (not checked: libvirt-python is missing)"  # init_host says more
+    ensure_event_loop()  # before any connection, so the driver's later ones get events
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError:
+        return f"{name} {cidr} (not checked: libvirt is unreachable)"  # init_host says more
+    try:
+        try:
+            net = conn.networkLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
+                raise
+            net = None
+        if net is None:
+            if not _as_bool(opts.get("create_network", True)):
+                raise RuntimeError(
+                    f"the libvirt network {name!r} (network_name) does not exist and create_network is off"
+                )
+            bridge = f"nlbr{zlib.crc32(name.encode()):08x}"
+            gateway = next(cidr.hosts())
+            ensure_network(conn, name, bridge, f"{gateway}/{cidr.prefixlen}", nat=False)
+            log.info("node.libvirt_network_created", network=name, cidr=str(cidr), bridge=bridge)
+            return f"{name} {cidr} (isolated libvirt network on {bridge}, created now)"
+        import xml.etree.ElementTree as ET
+
+        root = ET.fromstring(net.XMLDesc(0))
+        subnets = []
+        for ip in root.findall("./ip"):
+            if ip.get("address") and (ip.get("family") or "ipv4") == "ipv4":
+                mask = ip.get("prefix") or ip.get("netmask") or "32"
+                subnets.append(ipaddress.ip_interface(f"{ip.get('address')}/{mask}").network)
+        if cidr not in subnets:
+            raise RuntimeError(
+                f"the libvirt network {name!r} serves {', '.join(map(str, subnets)) or 'no IPv4 subnet'}, "
+                f"but network_cidr is {cidr}: make them the same"
+            )
+        if not net.isActive():
+            net.create()
+        forward = root.find("./forward")
+        kind = "isolated" if forward is None else f"forward mode {forward.get('mode') or 'nat'}"
+        return f"{name} {cidr} ({kind} libvirt network on {net.bridgeName()})"
+    finally:
+        conn.close()
+
+
 class Node:
     def __init__(self, settings: Settings, services: list[str] | None = None) -> None:
         self.settings = settings
@@ -45,6 +145,8 @@ class Node:
         self._stoppables: list[object] = []
         self.port: int | None = None
         self.startup: StartupInfo | None = None
+        #: What :func:`prepare_libvirt_host` found or did (for the banner).
+        self.guest_network: str | None = None
 
     @property
     def api_url(self) -> str:
@@ -59,17 +161,22 @@ class Node:
         generated = None
         clouds = None
         password_source = "unchanged"
+        self._startup = contextlib.AsyncExitStack()
         if CONTROLLER_ROLES & set(self.roles):
             from novalite.db import Database
             from novalite.db.migrate import upgrade
 
             db = Database(settings.db_url, settings.database_pool_size)
+            await self._startup.enter_async_context(_startup_lock(db))
             await upgrade(db)
         self.rt = rt = Runtime(settings=settings, bus=bus, db=db)
 
-        if "api" in self.roles:
-            generated, clouds, password_source = await self._bootstrap_identity(rt)
-            await self._seed_catalog_data(rt)
+        try:
+            if "api" in self.roles:
+                generated, clouds, password_source = await self._bootstrap_identity(rt)
+                await self._seed_catalog_data(rt)
+        finally:
+            await self._startup.aclose()
         if "scheduler" in self.roles:
             from novalite.scheduler.manager import SchedulerManager
 
@@ -88,6 +195,8 @@ class Node:
         if "compute" in self.roles:
             from novalite.compute.agent import ComputeAgent
 
+            if settings.driver == "libvirt":
+                self.guest_network = await asyncio.to_thread(prepare_libvirt_host, settings)
             for host in self.compute_hosts():
                 await self._start(ComputeAgent(rt, host))
         self.startup = StartupInfo(

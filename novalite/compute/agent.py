@@ -273,6 +273,11 @@ class ComputeAgent:
         started = now_iso()
         async with self._lock(uuid):
             inst = Instance.from_dict(instance)
+            # A build message can be stale: redelivered after this agent died holding it,
+            # or queued while the host was down, and the build failed meanwhile.
+            if not await self._conductor(ctx, "build_start", instance_uuid=uuid, host=self.host):
+                log.warning("compute.stale_build_dropped", instance=uuid, host=self.host)
+                return
             try:
                 if self.driver.needs_image_file and inst.image is not None:
                     await self.prepare_image(ctx, inst)
@@ -305,6 +310,7 @@ class ComputeAgent:
                 "instance_update",
                 instance_uuid=uuid,
                 values={"vm_state": ACTIVE, "task_state": None, "power_state": power, "launched_at": now_iso()},
+                expect_vm_state="building",
                 finish_action=True,
                 event={
                     "event": "compute__do_build_and_run_instance",
@@ -314,7 +320,8 @@ class ComputeAgent:
                 },
             )
             if not updated:
-                # Deleted while we built it: do not leave an orphan guest behind.
+                # Deleted (or failed by the build watchdog) while we built it: do not leave
+                # an orphan guest behind; the guest is ours, we just made it.
                 log.info("compute.built_deleted_instance", instance=uuid)
                 await self.driver.destroy(inst)
 

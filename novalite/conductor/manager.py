@@ -153,9 +153,12 @@ class ConductorManager:
     async def build_failed(
         self, ctx: RequestContext, instance_uuid: str, host: str, message: str, reschedule: bool = True
     ) -> None:
-        """An agent could not build: release its claim, then try another host or go to ERROR."""
+        """An agent could not build: release its claim, then try another host or go to ERROR.
+
+        A stale report (the build was already failed by the watchdog, or moved to another
+        host) changes nothing: releasing would free another attempt's claim.
+        """
         async with self.rt.db.begin() as conn:
-            await placement.release(conn, instance_uuid)
             row = (
                 await conn.execute(
                     sa.select(
@@ -166,9 +169,15 @@ class ConductorManager:
                         t.instances.c.requested_az,
                         t.instances.c.scheduler_hints,
                         t.instances.c.deleted,
+                        t.instances.c.vm_state,
+                        t.instances.c.host,
                     ).where(t.instances.c.uuid == instance_uuid)
                 )
             ).first()
+            if row is not None and not row.deleted and (row.vm_state != states.BUILDING or row.host != host):
+                log.info("conductor.stale_build_failure", instance=instance_uuid, host=host, vm_state=row.vm_state)
+                return
+            await placement.release(conn, instance_uuid)
             attempts = await conn.scalar(
                 sa.select(sa.func.count())
                 .select_from(t.instance_faults)
@@ -263,6 +272,19 @@ class ConductorManager:
             )
         return uuid
 
+    async def build_start(self, ctx: RequestContext, instance_uuid: str, host: str) -> bool:
+        """May ``host`` still build this instance? False for a stale (redelivered) build message:
+        the build was failed meanwhile (host down, timeout), deleted, or moved elsewhere."""
+        async with self.rt.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(t.instances.c.vm_state, t.instances.c.host, t.instances.c.deleted).where(
+                        t.instances.c.uuid == instance_uuid
+                    )
+                )
+            ).first()
+        return row is not None and not row.deleted and row.vm_state == states.BUILDING and row.host == host
+
     async def instance_update(
         self,
         ctx: RequestContext,
@@ -271,19 +293,23 @@ class ConductorManager:
         event: dict[str, Any] | None = None,
         finish_action: bool = False,
         fault: str | None = None,
+        expect_vm_state: str | None = None,
     ) -> bool:
-        """Apply an agent's instance change (with its action event) in one transaction."""
+        """Apply an agent's instance change (with its action event) in one transaction.
+
+        With ``expect_vm_state`` the change applies only if the instance is still in that
+        state (a finished build must not revive an instance the watchdog already failed).
+        """
         bad = set(values) - AGENT_WRITABLE
         if bad:
             raise ValueError(f"agents may not set {', '.join(sorted(bad))}")
         changes = {k: (parse_iso(v) if k.endswith("_at") and isinstance(v, str) else v) for k, v in values.items()}
         changes["updated_at"] = utcnow()
+        where = [t.instances.c.uuid == instance_uuid, t.instances.c.deleted.is_(False)]
+        if expect_vm_state is not None:
+            where.append(t.instances.c.vm_state == expect_vm_state)
         async with self.rt.db.begin() as conn:
-            result = await conn.execute(
-                t.instances.update()
-                .where(t.instances.c.uuid == instance_uuid, t.instances.c.deleted.is_(False))
-                .values(**changes)
-            )
+            result = await conn.execute(t.instances.update().where(*where).values(**changes))
             if event:
                 await records.record_event(
                     conn,
@@ -412,13 +438,20 @@ class ConductorManager:
                 )
         for uuid, message, host in failed:
             async with self.rt.db.begin() as conn:
-                await placement.release(conn, uuid)
+                # Only if it is still building where we saw it: a build that just finished
+                # or was rescheduled meanwhile keeps its claim.
                 result = await conn.execute(
                     t.instances.update()
-                    .where(t.instances.c.uuid == uuid, t.instances.c.vm_state == states.BUILDING)
+                    .where(
+                        t.instances.c.uuid == uuid,
+                        t.instances.c.vm_state == states.BUILDING,
+                        t.instances.c.host.is_(None) if host is None else t.instances.c.host == host,
+                    )
                     .values(vm_state=states.ERROR, task_state=None, updated_at=utcnow())
                 )
                 if result.rowcount:
+                    await placement.release(conn, uuid)
                     await records.add_fault(conn, uuid, message, host=host)
-            log.warning("conductor.build_aborted", instance=uuid, reason=message)
+            if result.rowcount:
+                log.warning("conductor.build_aborted", instance=uuid, reason=message)
         return [f[0] for f in failed]
