@@ -35,7 +35,8 @@ def validate(body: Any, schema: dict[str, Any]) -> Any:
         where = ".".join(str(p) for p in error.path)
         prefix = f"Invalid input for field/attribute {where}. " if where else ""
         raise BadRequest(f"{prefix}{error.message}")
-    path = "/".join(str(p) for p in error.path) or "body"
+    # Nova names the innermost field ("ram", not "flavor/ram").
+    path = str(error.path[-1]) if error.path else "body"
     raise BadRequest(f"Invalid input for field/attribute {path}. Value: {error.instance}. {error.message}")
 
 

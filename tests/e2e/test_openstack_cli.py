@@ -138,7 +138,7 @@ def test_the_readme_scenario(served, tmp_path):
     assert "nova" in zones and "available" in zones
     limits = cli.json("limits", "show", "--absolute")
     by_name = {row["Name"]: row["Value"] for row in limits}
-    assert by_name["totalInstancesUsed"] == 1 and by_name["maxTotalInstances"] == 10
+    assert by_name["total_instances_used"] == 1 and by_name["max_total_instances"] == 10
 
     cli.run("server", "delete", "--wait", "vm1")
     assert cli.json("server", "list") == []

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from novalite.api.app import runtime
+from novalite.api.compute.microversions import microversion
 from novalite.api.errors import BadRequest, Forbidden
 from novalite.context import RequestContext
 
@@ -60,3 +61,14 @@ def next_link(request: web.Request, collection: str, marker: Any, limit: int) ->
     query.setdefault("limit", str(limit))
     qs = "&".join(f"{k}={v}" for k, v in query.items())
     return {"rel": "next", "href": f"{compute_base(request)}/v2.1/{collection}?{qs}"}
+
+
+def strict_query(request: web.Request, allowed: set[str]) -> None:
+    """From 2.75 Nova rejects query parameters it does not know."""
+    if microversion(request).below("2.75"):
+        return
+    extra = sorted(set(request.query) - allowed)
+    if extra:
+        names = ", ".join(repr(k) for k in extra)
+        verb = "was" if len(extra) == 1 else "were"
+        raise BadRequest(f"Additional properties are not allowed ({names} {verb} unexpected)")

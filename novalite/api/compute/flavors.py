@@ -15,7 +15,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from novalite.api.app import context, json_response, read_json, runtime
-from novalite.api.compute.common import links, next_link, page_params, require_admin
+from novalite.api.compute.common import links, next_link, page_params, require_admin, strict_query
 from novalite.api.compute.microversions import microversion
 from novalite.api.errors import BadRequest, Conflict, NotFound
 from novalite.api.validation import boolean, name_schema, to_bool, validate
@@ -202,17 +202,6 @@ async def get_flavor(conn: AsyncConnection, ctx: RequestContext, flavor_id: str)
     return row
 
 
-def _strict_query(request: web.Request, allowed: set[str]) -> None:
-    """From 2.75 Nova rejects query parameters it does not know."""
-    if microversion(request).below("2.75"):
-        return
-    extra = sorted(set(request.query) - allowed)
-    if extra:
-        names = ", ".join(repr(k) for k in extra)
-        verb = "was" if len(extra) == 1 else "were"
-        raise BadRequest(f"Additional properties are not allowed ({names} {verb} unexpected)")
-
-
 def _parse_is_public(value: str | None) -> bool | None:
     if value is None:
         return True
@@ -228,7 +217,7 @@ def _parse_is_public(value: str | None) -> bool | None:
 
 async def _list(request: web.Request) -> list[Any]:
     ctx = context(request)
-    _strict_query(request, LIST_QUERY)
+    strict_query(request, LIST_QUERY)
     query = request.query
     sort_key = query.get("sort_key") or "flavorid"
     sort_dir = query.get("sort_dir") or "asc"

@@ -26,6 +26,7 @@ MODULES = [
     "quotas",
     "usage",
     "consoles",
+    "aggregates",
 ]
 
 PUBLIC = {"/compute/", "/compute/v2.1", "/compute/v2.1/"}

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from novalite.api.app import context, json_response, read_json, runtime
-from novalite.api.compute.common import require_admin
+from novalite.api.compute.common import require_admin, strict_query
 from novalite.api.compute.microversions import microversion
 from novalite.api.errors import BadRequest, Conflict, NotFound
 from novalite.api.validation import boolean, to_bool, validate
@@ -84,21 +84,10 @@ def service_view(request: web.Request, row: Any) -> dict[str, Any]:
     return body
 
 
-def _strict_query(request: web.Request, allowed: set[str]) -> None:
-    if microversion(request).below("2.75"):
-        return
-    extra = sorted(set(request.query) - allowed)
-    if extra:
-        names = ", ".join(repr(k) for k in extra)
-        raise BadRequest(
-            f"Additional properties are not allowed ({names} {'was' if len(extra) == 1 else 'were'} unexpected)"
-        )
-
-
 @routes.get(SERVICES)
 async def list_services(request: web.Request) -> web.Response:
     require_admin(context(request), "os_compute_api:os-services:list")
-    _strict_query(request, {"host", "binary"})
+    strict_query(request, {"host", "binary"})
     query = sa.select(t.services).order_by(t.services.c.id)
     if request.query.get("host"):
         query = query.where(t.services.c.host == request.query["host"])
