@@ -12,12 +12,13 @@ def utcnow() -> datetime:
 
 def iso(dt: datetime | None) -> str | None:
     """``2026-11-26T07:40:00Z`` (Nova's and Glance's format), or None."""
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ") if dt else None
+    # isoformat is C-fast; strftime costs ~3 µs, which a 1,000-server listing pays 3,000 times.
+    return dt.isoformat(timespec="seconds") + "Z" if dt else None
 
 
 def iso_micro(dt: datetime | None) -> str | None:
     """``2026-11-26T07:40:00.000000`` (the form Nova uses for actions, usage, services)."""
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%f") if dt else None
+    return dt.isoformat(timespec="microseconds") if dt else None
 
 
 def parse_iso(value: str) -> datetime:

@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -78,12 +79,19 @@ class Database:
                 async_url(url),
                 poolclass=StaticPool,
                 connect_args={"check_same_thread": False},
+                json_serializer=_json_dumps,
+                json_deserializer=orjson.loads,
             )
             event.listen(self.sync_engine, "connect", _sqlite_connect)
             event.listen(self.sync_engine, "begin", _sqlite_begin)
         else:
             self.engine: AsyncEngine = create_async_engine(
-                async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                async_url(url),
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                json_serializer=_json_dumps,
+                json_deserializer=orjson.loads,
             )
 
     @asynccontextmanager
@@ -114,6 +122,12 @@ class Database:
             self.sync_engine.dispose()
         else:
             await self.engine.dispose()
+
+
+def _json_dumps(value: Any) -> str:
+    """JSON columns (flavor and image snapshots, tags...) are decoded for every listed server:
+    orjson does that several times faster than the standard library."""
+    return orjson.dumps(value).decode()
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -27,8 +27,12 @@ def require_member(ctx: RequestContext, action: str = "this action") -> None:
 
 
 def compute_base(request: web.Request) -> str:
-    """The public URL of the compute API (what links point at)."""
-    return f"{runtime(request).settings.public_base}/compute"
+    """The public URL of the compute API (what links point at); computed once per request,
+    because a listing asks for it several times per server."""
+    base = request.get("compute_base")
+    if base is None:
+        base = request["compute_base"] = f"{runtime(request).settings.public_base}/compute"
+    return base
 
 
 def links(request: web.Request, collection: str, ident: Any) -> list[dict[str, str]]:

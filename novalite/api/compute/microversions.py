@@ -8,6 +8,7 @@ does, and handlers compare with :meth:`Microversion.at_least`.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -32,11 +33,17 @@ class Microversion:
         return f"{self.major}.{self.minor}"
 
     def at_least(self, version: str) -> bool:
-        major, minor = (int(p) for p in version.split("."))
-        return (self.major, self.minor) >= (major, minor)
+        return (self.major, self.minor) >= _parse(version)
 
     def below(self, version: str) -> bool:
         return not self.at_least(version)
+
+
+@functools.cache
+def _parse(version: str) -> tuple[int, int]:
+    """'2.47' → (2, 47); cached because views ask the same few versions per server."""
+    major, minor = version.split(".")
+    return int(major), int(minor)
 
 
 MIN = Microversion(*MIN_VERSION)

@@ -98,10 +98,83 @@ def addresses(ports: list[Any]) -> dict[str, list[dict[str, Any]]]:
     return result
 
 
-def flavor_view(request: web.Request, row: Any, mv: Microversion, ctx: RequestContext) -> dict[str, Any]:
+def fault_view(fault: Any, ctx: RequestContext) -> dict[str, Any]:
+    view = {"code": fault.code, "created": iso(fault.created_at), "message": fault.message}
+    if ctx.is_admin or fault.code != 500:
+        view["details"] = fault.details or ""
+    return view
+
+
+@dataclass(frozen=True)
+class ViewFlags:
+    """Which optional fields a view carries: decided once per request, not once per server."""
+
+    admin: bool
+    show: bool
+    embedded_flavor: bool
+    image_properties: bool
+    srv_attr_extended: bool
+    hostname_for_all: bool
+    locked: bool
+    host_status: bool
+    description: bool
+    tags: bool
+    trusted_certs: bool
+    server_groups: bool
+    locked_reason: bool
+    pinned_az: bool
+    scheduler_hints: bool
+
+    @classmethod
+    def of(cls, mv: Microversion, ctx: RequestContext, show: bool) -> ViewFlags:
+        return cls(
+            admin=ctx.is_admin,
+            show=show,
+            embedded_flavor=mv.at_least("2.47"),
+            image_properties=mv.at_least("2.98"),
+            srv_attr_extended=mv.at_least("2.3"),
+            hostname_for_all=mv.at_least("2.90"),
+            locked=mv.at_least("2.9"),
+            host_status=mv.at_least("2.16") and ctx.is_admin,
+            description=mv.at_least("2.19"),
+            tags=mv.at_least("2.26"),
+            trusted_certs=mv.at_least("2.63"),
+            server_groups=mv.at_least("2.71") and show,
+            locked_reason=mv.at_least("2.73"),
+            pinned_az=mv.at_least("2.96"),
+            scheduler_hints=mv.at_least("2.100"),
+        )
+
+
+def server_view(
+    request: web.Request,
+    row: Any,
+    extras: Extras | None,
+    mv: Microversion,
+    ctx: RequestContext,
+    *,
+    detail: bool = True,
+    show: bool = False,
+    flags: ViewFlags | None = None,
+) -> dict[str, Any]:
+    """One server as ``GET /servers/{id}`` (show), ``/servers/detail`` or ``/servers`` shows it.
+
+    Listings pass ``flags`` (from :meth:`ViewFlags.of`) so the microversion is consulted
+    once per request.
+    """
+    base = compute_base(request)
+    links = [
+        {"rel": "self", "href": f"{base}/v2.1/servers/{row.uuid}"},
+        {"rel": "bookmark", "href": f"{base}/servers/{row.uuid}"},
+    ]
+    if not detail:
+        return {"id": row.uuid, "name": row.display_name, "links": links}
+    assert extras is not None
+    f = flags or ViewFlags.of(mv, ctx, show)
+    status = states.status(row.vm_state, row.task_state)
     flavor = row.flavor or {}
-    if mv.at_least("2.47"):
-        return {
+    if f.embedded_flavor:
+        flavor_body: dict[str, Any] = {
             "vcpus": flavor.get("vcpus", row.vcpus),
             "ram": flavor.get("memory_mb", row.memory_mb),
             "disk": flavor.get("root_gb", row.root_gb),
@@ -110,48 +183,15 @@ def flavor_view(request: web.Request, row: Any, mv: Microversion, ctx: RequestCo
             "original_name": flavor.get("name", ""),
             "extra_specs": dict(flavor.get("extra_specs") or {}),
         }
-    fid = flavor.get("flavorid", "")
-    return {"id": fid, "links": [{"rel": "bookmark", "href": f"{compute_base(request)}/flavors/{fid}"}]}
-
-
-def image_view(request: web.Request, row: Any, mv: Microversion) -> Any:
-    if not row.image_ref:
-        return ""
-    view: dict[str, Any] = {
-        "id": row.image_ref,
-        "links": [{"rel": "bookmark", "href": f"{compute_base(request)}/images/{row.image_ref}"}],
-    }
-    if mv.at_least("2.98"):
-        view["properties"] = dict((row.image_meta or {}).get("properties") or {})
-    return view
-
-
-def fault_view(fault: Any, ctx: RequestContext) -> dict[str, Any]:
-    view = {"code": fault.code, "created": iso(fault.created_at), "message": fault.message}
-    if ctx.is_admin or fault.code != 500:
-        view["details"] = fault.details or ""
-    return view
-
-
-def server_view(
-    request: web.Request,
-    row: Any,
-    extras: Extras,
-    mv: Microversion,
-    ctx: RequestContext,
-    *,
-    detail: bool = True,
-    show: bool = False,
-) -> dict[str, Any]:
-    """One server as ``GET /servers/{id}`` (show), ``/servers/detail`` or ``/servers`` shows it."""
-    base = compute_base(request)
-    links = [
-        {"rel": "self", "href": f"{base}/v2.1/servers/{row.uuid}"},
-        {"rel": "bookmark", "href": f"{base}/servers/{row.uuid}"},
-    ]
-    if not detail:
-        return {"id": row.uuid, "name": row.display_name, "links": links}
-    status = states.status(row.vm_state, row.task_state)
+    else:
+        fid = flavor.get("flavorid", "")
+        flavor_body = {"id": fid, "links": [{"rel": "bookmark", "href": f"{base}/flavors/{fid}"}]}
+    image_meta = row.image_meta or {}
+    image: Any = ""
+    if row.image_ref:
+        image = {"id": row.image_ref, "links": [{"rel": "bookmark", "href": f"{base}/images/{row.image_ref}"}]}
+        if f.image_properties:
+            image["properties"] = dict(image_meta.get("properties") or {})
     view: dict[str, Any] = {
         "id": row.uuid,
         "name": row.display_name,
@@ -160,8 +200,8 @@ def server_view(
         "user_id": row.user_id,
         "metadata": dict(extras.metadata.get(row.uuid, {})),
         "hostId": host_id(row.project_id, row.host),
-        "image": image_view(request, row, mv),
-        "flavor": flavor_view(request, row, mv, ctx),
+        "image": image,
+        "flavor": flavor_body,
         "created": iso(row.created_at),
         "updated": iso(row.updated_at),
         "addresses": addresses(extras.ports.get(row.uuid, [])),
@@ -178,19 +218,20 @@ def server_view(
     view["OS-SRV-USG:launched_at"] = _usg(row.launched_at)
     view["OS-SRV-USG:terminated_at"] = _usg(row.terminated_at)
     view["security_groups"] = [{"name": "default"}]
-    if ctx.is_admin:
+    if f.admin:
         view["OS-EXT-SRV-ATTR:host"] = row.host
         view["OS-EXT-SRV-ATTR:instance_name"] = instance_name(row.id)
         view["OS-EXT-SRV-ATTR:hypervisor_hostname"] = row.node
-        if mv.at_least("2.3"):
+        if f.srv_attr_extended:
+            props = image_meta.get("properties") or {}
             view["OS-EXT-SRV-ATTR:reservation_id"] = row.reservation_id
             view["OS-EXT-SRV-ATTR:launch_index"] = row.launch_index
             view["OS-EXT-SRV-ATTR:hostname"] = row.hostname
-            view["OS-EXT-SRV-ATTR:kernel_id"] = ((row.image_meta or {}).get("properties") or {}).get("kernel_id", "")
-            view["OS-EXT-SRV-ATTR:ramdisk_id"] = ((row.image_meta or {}).get("properties") or {}).get("ramdisk_id", "")
+            view["OS-EXT-SRV-ATTR:kernel_id"] = props.get("kernel_id", "")
+            view["OS-EXT-SRV-ATTR:ramdisk_id"] = props.get("ramdisk_id", "")
             view["OS-EXT-SRV-ATTR:root_device_name"] = "/dev/vda"
             view["OS-EXT-SRV-ATTR:user_data"] = row.user_data
-    elif mv.at_least("2.90"):
+    elif f.hostname_for_all:
         view["OS-EXT-SRV-ATTR:hostname"] = row.hostname
     view["OS-EXT-STS:task_state"] = row.task_state
     view["OS-EXT-STS:vm_state"] = row.vm_state
@@ -198,30 +239,31 @@ def server_view(
     view["os-extended-volumes:volumes_attached"] = []
     if status in FAULT_STATUSES and row.uuid in extras.faults:
         view["fault"] = fault_view(extras.faults[row.uuid], ctx)
-    if mv.at_least("2.9"):
+    if f.locked:
         view["locked"] = bool(row.locked)
-    if mv.at_least("2.16") and ctx.is_admin:
+    if f.host_status:
         view["host_status"] = _host_status(row, extras)
-    if mv.at_least("2.19"):
+    if f.description:
         view["description"] = row.display_description
-    if mv.at_least("2.26"):
+    if f.tags:
         view["tags"] = list(row.tags or [])
-    if mv.at_least("2.63"):
+    if f.trusted_certs:
         view["trusted_image_certificates"] = None
-    if mv.at_least("2.71") and show:
+    if f.server_groups:
         view["server_groups"] = []
-    if mv.at_least("2.73"):
+    if f.locked_reason:
         view["locked_reason"] = row.locked_reason
-    if mv.at_least("2.96"):
+    if f.pinned_az:
         view["pinned_availability_zone"] = row.requested_az
-    if mv.at_least("2.100"):
-        view["scheduler_hints"] = {k: v for k, v in (row.scheduler_hints or {}).items() if k != "force_host"}
+    if f.scheduler_hints:
+        hints = row.scheduler_hints
+        view["scheduler_hints"] = {k: v for k, v in hints.items() if k != "force_host"} if hints else {}
     return view
 
 
 def _usg(value: Any) -> str | None:
     """``OS-SRV-USG`` timestamps use Nova's microsecond format without a zone."""
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%f") if value else None
+    return value.isoformat(timespec="microseconds") if value else None
 
 
 def _host_status(row: Any, extras: Extras) -> str:
