@@ -116,33 +116,41 @@ def error_middleware(render: Callable[[ApiError], dict]) -> Any:
     return middleware
 
 
+async def authenticate(request: web.Request, *, require_project: bool = True) -> None:
+    """Turn ``X-Auth-Token`` into ``request["token"]`` and ``request["context"]``, or raise 401.
+
+    Compute and image need a project-scoped token; identity also accepts unscoped ones.
+    """
+    token = request.headers.get("X-Auth-Token")
+    rt = runtime(request)
+    async with rt.db.connect() as conn:
+        info = await validate_token(conn, token)
+    if info is None or (require_project and not info.project_id):
+        raise Unauthorized(
+            "The request you have made requires authentication.",
+            headers={"WWW-Authenticate": f'Keystone uri="{rt.settings.public_base}/identity"'},
+        )
+    request["token"] = info
+    request["context"] = RequestContext(
+        request_id=request["request_id"],
+        user_id=info.user_id,
+        user_name=info.user_name,
+        project_id=info.project_id,
+        project_name=info.project_name,
+        roles=info.role_names,
+        auth_token=token,
+    )
+
+
 def auth_middleware(public: Iterable[str]) -> Any:
-    """Turn ``X-Auth-Token`` into ``request["context"]``; 401 unless the path is public."""
+    """Authenticate every request whose route is not in ``public`` (version documents)."""
     public_paths = set(public)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         rel = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
-        if rel in public_paths:
-            return await handler(request)
-        token = request.headers.get("X-Auth-Token")
-        rt = runtime(request)
-        async with rt.db.connect() as conn:
-            info = await validate_token(conn, token)
-        if info is None or not info.project_id:
-            raise Unauthorized(
-                "The request you have made requires authentication.",
-                headers={"WWW-Authenticate": f'Keystone uri="{rt.settings.public_base}/identity"'},
-            )
-        request["context"] = RequestContext(
-            request_id=request["request_id"],
-            user_id=info.user_id,
-            user_name=info.user_name,
-            project_id=info.project_id,
-            project_name=info.project_name,
-            roles=info.role_names,
-            auth_token=token,
-        )
+        if rel not in public_paths:
+            await authenticate(request)
         return await handler(request)
 
     return middleware

@@ -6,10 +6,8 @@ from importlib import import_module
 
 from aiohttp import web
 
-from novalite.api.app import Handler, error_middleware, runtime
-from novalite.api.errors import Unauthorized, keystone_body
-from novalite.context import RequestContext
-from novalite.identity.tokens import validate_token
+from novalite.api.app import Handler, authenticate, error_middleware
+from novalite.api.errors import keystone_body
 
 #: Handler modules, in the order their routes are registered.
 MODULES = ["versions", "tokens", "catalog", "domains", "projects", "users", "roles", "assignments"]
@@ -35,25 +33,7 @@ async def identity_auth(request: web.Request, handler: Handler) -> web.StreamRes
     method = "GET" if request.method == "HEAD" else request.method
     if resource is None or (method, resource.canonical) in PUBLIC:
         return await handler(request)
-    rt = runtime(request)
-    token = request.headers.get("X-Auth-Token")
-    async with rt.db.connect() as conn:
-        info = await validate_token(conn, token)
-    if info is None:
-        raise Unauthorized(
-            "The request you have made requires authentication.",
-            headers={"WWW-Authenticate": f'Keystone uri="{rt.settings.public_base}/identity"'},
-        )
-    request["token"] = info
-    request["context"] = RequestContext(
-        request_id=request["request_id"],
-        user_id=info.user_id,
-        user_name=info.user_name,
-        project_id=info.project_id,
-        project_name=info.project_name,
-        roles=info.role_names,
-        auth_token=token,
-    )
+    await authenticate(request, require_project=False)
     return await handler(request)
 
 
