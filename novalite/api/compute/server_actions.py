@@ -154,42 +154,35 @@ async def _console_output(request: web.Request, body: Any) -> web.Response:
     return json_response({"output": output})
 
 
-async def _lock(request: web.Request, body: Any) -> web.Response:
+async def _set_lock(request: web.Request, locked: bool, reason: str | None) -> web.Response:
+    """Lock or unlock: locked servers refuse actions from non-admins (409)."""
     ctx = context(request)
-    require_member(ctx, "os_compute_api:os-lock-server:lock")
-    rt = runtime(request)
+    action = "lock" if locked else "unlock"
+    require_member(ctx, f"os_compute_api:os-lock-server:{action}")
     server_id = request.match_info["server_id"]
+    async with runtime(request).db.begin() as conn:
+        await get_instance_row(conn, ctx, server_id)
+        await conn.execute(
+            t.instances.update()
+            .where(t.instances.c.uuid == server_id)
+            .values(locked=locked, locked_reason=reason, updated_at=utcnow())
+        )
+        await records.start_action(conn, server_id, action, ctx.request_id, ctx.user_id, ctx.project_id)
+    return web.Response(status=202)
+
+
+async def _lock(request: web.Request, body: Any) -> web.Response:
     reason = body.get("locked_reason") if isinstance(body, dict) else None
     if reason is not None and microversion(request).below("2.73"):
         raise BadRequest(
             "Invalid input for field/attribute lock. Additional properties are not allowed "
             "('locked_reason' was unexpected)"
         )
-    async with rt.db.begin() as conn:
-        await get_instance_row(conn, ctx, server_id)
-        await conn.execute(
-            t.instances.update()
-            .where(t.instances.c.uuid == server_id)
-            .values(locked=True, locked_reason=reason, updated_at=utcnow())
-        )
-        await records.start_action(conn, server_id, "lock", ctx.request_id, ctx.user_id, ctx.project_id)
-    return web.Response(status=202)
+    return await _set_lock(request, True, reason)
 
 
 async def _unlock(request: web.Request, body: Any) -> web.Response:
-    ctx = context(request)
-    require_member(ctx, "os_compute_api:os-lock-server:unlock")
-    rt = runtime(request)
-    server_id = request.match_info["server_id"]
-    async with rt.db.begin() as conn:
-        await get_instance_row(conn, ctx, server_id)
-        await conn.execute(
-            t.instances.update()
-            .where(t.instances.c.uuid == server_id)
-            .values(locked=False, locked_reason=None, updated_at=utcnow())
-        )
-        await records.start_action(conn, server_id, "unlock", ctx.request_id, ctx.user_id, ctx.project_id)
-    return web.Response(status=202)
+    return await _set_lock(request, False, None)
 
 
 async def _reset_state(request: web.Request, body: Any) -> web.Response:
