@@ -303,3 +303,18 @@ async def test_concurrent_creates_never_overcommit(cloud):
             .group_by(t.allocations.c.provider_uuid)
         )
         assert all(total <= 32768 for _, total in rows)
+
+
+async def test_lock_and_unlock_show_in_the_view(cloud):
+    image = await make_image(cloud)
+    sid = (await create_server(cloud, image)).body["server"]["id"]
+    await wait_status(cloud, sid, "ACTIVE")
+    act = f"/compute/v2.1/servers/{sid}/action"
+    r = await cloud.post(act, json={"lock": {"locked_reason": "maintenance"}}, microversion="2.72")
+    assert r.status == 400 and "locked_reason" in r.body["badRequest"]["message"]
+    assert (await cloud.post(act, json={"lock": {"locked_reason": "maintenance"}}, microversion="2.73")).status == 202
+    server = (await cloud.get(f"/compute/v2.1/servers/{sid}", microversion="2.73")).body["server"]
+    assert server["locked"] is True and server["locked_reason"] == "maintenance"
+    assert (await cloud.post(act, json={"unlock": None})).status == 202
+    server = (await cloud.get(f"/compute/v2.1/servers/{sid}", microversion="2.73")).body["server"]
+    assert server["locked"] is False and server["locked_reason"] is None
