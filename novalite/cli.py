@@ -133,7 +133,9 @@ def _print_banner(node: Any, info: Any) -> None:
         f"  transport:    {_redact(settings.transport_url)}",
     ]
     if "compute" in node.roles:
-        lines.append(f"  hypervisor:   driver {settings.driver} on {', '.join(node.compute_hosts())}")
+        lines.append(f"  hypervisor:   driver {_driver_summary(node)} on {', '.join(node.compute_hosts())}")
+        if node.guest_network:
+            lines.append(f"  guest network: {node.guest_network}")
     lines.append(f"  admin password: {info.admin_password_source}")
     if info.generated_password:
         lines.append(f"  admin password (shown once): {info.generated_password}")
@@ -141,6 +143,19 @@ def _print_banner(node: Any, info: Any) -> None:
         lines.append(f"  clouds.yaml:  {info.clouds_yaml}")
         lines.append(f"  use it:       export OS_CLIENT_CONFIG_FILE={info.clouds_yaml} OS_CLOUD=novalite")
     print("\n".join(lines), flush=True)
+
+
+def _driver_summary(node: Any) -> str:
+    """``libvirt (virt_type qemu: TCG emulation, qemu:///system)`` or just the driver's name."""
+    settings = node.settings
+    agents = node.rt.services.get("ComputeAgent", []) if node.rt is not None else []
+    driver = agents[0].driver if agents else None
+    virt_type = getattr(driver, "virt_type", None)
+    if virt_type is None:
+        return settings.driver
+    kind = {"qemu": "TCG emulation", "kvm": "hardware virtualisation"}.get(virt_type, virt_type)
+    uri = getattr(driver, "uri", None)
+    return f"{settings.driver} (virt_type {virt_type}: {kind}{f', {uri}' if uri else ''})"
 
 
 def _redact(url: str) -> str:

@@ -589,7 +589,7 @@ class LibvirtDriver(ComputeDriver):
 
         spec = DomainSpec(
             uuid=instance.uuid,
-            name=instance.name,
+            name=self._domain_name(conn, instance),
             vcpus=instance.vcpus,
             memory_mb=instance.memory_mb,
             virt_type=self.virt_type,
@@ -614,6 +614,17 @@ class LibvirtDriver(ComputeDriver):
         state, _reason = dom.state()
         if state not in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED):
             raise DriverError(f"the guest did not start (libvirt state {state})")
+
+    @staticmethod
+    def _domain_name(conn: Any, instance: Instance) -> str:
+        """``instance.name``, unless another domain (e.g. another novalite cloud's, sharing this
+        libvirt host: both number their instances from 1) has that name: then it gets a suffix."""
+        name = instance.name or f"instance-{instance.uuid}"
+        try:
+            conn.lookupByName(name)
+        except libvirt.libvirtError:
+            return name
+        return f"{name}-{instance.uuid[:8]}"
 
     def _cached_base(self, image: Any) -> tuple[str, str, int]:
         """Copy the image into ``_base/`` once; return (path, format, virtual size)."""

@@ -16,11 +16,11 @@ import os
 from pathlib import Path
 
 import aiohttp
+from novalite_drivers.base import DriverError, Instance
 
 from novalite.config import Settings
 from novalite.context import RequestContext
 from novalite.log import get_logger
-from novalite_drivers.base import DriverError, Instance
 
 log = get_logger("novalite.compute.imagecache")
 
@@ -57,11 +57,14 @@ async def fetch(settings: Settings, ctx: RequestContext, image_id: str) -> Path:
                     if resp.status != 200:
                         raise DriverError(f"cannot download image {image_id}: HTTP {resp.status} from the image API")
                     expected = resp.headers.get("Content-MD5")
-                    with open(tmp, "wb") as fh:
+                    fh = await asyncio.to_thread(open, tmp, "wb")
+                    try:
                         async for chunk in resp.content.iter_chunked(CHUNK):
                             md5.update(chunk)
                             size += len(chunk)
                             await asyncio.to_thread(fh.write, chunk)
+                    finally:
+                        await asyncio.to_thread(fh.close)
             if expected and expected not in (md5.hexdigest(), base64.b64encode(md5.digest()).decode()):
                 raise DriverError(f"image {image_id} arrived corrupted (checksum mismatch)")
             os.replace(tmp, path)
