@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import jsonschema
+import sqlalchemy as sa
 from aiohttp import web
 from jsonschema import Draft4Validator
 
@@ -105,3 +106,15 @@ id_string = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[a
 nullable_id = {"anyOf": [id_string, {"type": "null"}]}
 description = {"type": ["string", "null"]}
 boolean = {"type": "boolean"}
+
+
+def list_query(request: web.Request, table: sa.Table) -> sa.Select:
+    """Projects and users are listed alike: by name, filtered on name, domain_id and enabled."""
+    query = sa.select(table).order_by(table.c.name)
+    for key in ("name", "domain_id"):
+        if key in request.query:
+            query = query.where(table.c[key] == request.query[key])
+    enabled = query_bool(request.query.get("enabled"))
+    if enabled is not None:
+        query = query.where(table.c.enabled == enabled)
+    return query

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 
@@ -19,9 +18,9 @@ from novalite.api.identity.common import (
     collection_links,
     description,
     enforce,
+    list_query,
     name_schema,
     not_found,
-    query_bool,
     read_resource,
     self_link,
     token_info,
@@ -82,14 +81,7 @@ def _check_placement(ref: dict[str, Any], domain_id: str) -> None:
 @routes.get("/v3/projects")
 async def list_projects(request: web.Request) -> web.Response:
     enforce(request, "list_projects")
-    query = sa.select(t.projects).order_by(t.projects.c.name)
-    if "name" in request.query:
-        query = query.where(t.projects.c.name == request.query["name"])
-    if "domain_id" in request.query:
-        query = query.where(t.projects.c.domain_id == request.query["domain_id"])
-    enabled = query_bool(request.query.get("enabled"))
-    if enabled is not None:
-        query = query.where(t.projects.c.enabled == enabled)
+    query = list_query(request, t.projects)
     async with runtime(request).db.connect() as conn:
         rows = list(await conn.execute(query))
     return json_response({"projects": [project_view(request, r) for r in rows], "links": collection_links(request)})
