@@ -34,6 +34,11 @@ BINARY = "nova-compute"
 #: How many heartbeats pass between two resource reports.
 RESOURCE_REPORT_EVERY = 6
 
+#: Task states of power operations; found at start, their operation was lost with the agent.
+STALE_TASKS = frozenset(
+    {"powering-off", "powering-on", "rebooting", "rebooting_hard", "pausing", "unpausing", "suspending", "resuming"}
+)
+
 # vm_state / task_state values (the agent keeps its own copy: it must not import DB-side modules)
 ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR = "active", "stopped", "paused", "suspended", "error"
 
@@ -164,6 +169,11 @@ class ComputeAgent:
         states: dict[str, int] = {}
         for inst in expected:
             uuid = inst["uuid"]
+            if inst.get("task_state") in STALE_TASKS:
+                # The operation's message died with the previous agent (or the whole all-in-one
+                # process): end the task, and let the power sync below say what the guest is.
+                log.warning("compute.stale_task_cleared", instance=uuid, task_state=inst["task_state"])
+                await self._conductor(ctx, "instance_update", instance_uuid=uuid, values={"task_state": None})
             if inst.get("task_state") == "deleting":
                 await self.terminate_instance(ctx, inst)
                 continue

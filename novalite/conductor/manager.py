@@ -352,7 +352,7 @@ class ConductorManager:
             return [await records.payload_from_row(conn, row) for row in rows.fetchall()]
 
     async def sync_power_states(self, ctx: RequestContext, host: str, power_states: dict[str, int]) -> None:
-        """Record the hypervisor's view; a guest that stopped by itself becomes SHUTOFF."""
+        """Record the hypervisor's view: the power state, and the vm_state it implies."""
         if not power_states:
             return
         async with self.rt.db.begin() as conn:
@@ -372,12 +372,16 @@ class ConductorManager:
                 values: dict[str, Any] = {}
                 if power != row.power_state:
                     values["power_state"] = power
-                if row.vm_state == states.ACTIVE and power in (4, 6, 0):
-                    values["vm_state"] = states.STOPPED
-                    log.info("conductor.guest_stopped_itself", instance=row.uuid, power_state=power)
-                elif row.vm_state == states.STOPPED and power == 1:
-                    values["vm_state"] = states.ACTIVE
-                    log.info("conductor.guest_started_itself", instance=row.uuid)
+                new_state = vm_state_for_power(row.vm_state, power)
+                if new_state != row.vm_state:
+                    values["vm_state"] = new_state
+                    log.info(
+                        "conductor.vm_state_synced",
+                        instance=row.uuid,
+                        power_state=power,
+                        old=row.vm_state,
+                        new=new_state,
+                    )
                 if values:
                     values["updated_at"] = utcnow()
                     await conn.execute(t.instances.update().where(t.instances.c.uuid == row.uuid).values(**values))
@@ -455,3 +459,23 @@ class ConductorManager:
             if result.rowcount:
                 log.warning("conductor.build_aborted", instance=uuid, reason=message)
         return [f[0] for f in failed]
+
+
+def vm_state_for_power(vm_state: str, power: int) -> str:
+    """The vm_state the hypervisor's power state implies, for an instance with no task under way.
+
+    A guest that shut itself down is SHUTOFF; one found running is ACTIVE; paused is PAUSED.
+    A suspended guest is off on the hypervisor (its memory is saved), so off keeps SUSPENDED.
+    Building, error and deleted instances are left to their own paths.
+    """
+    if vm_state not in (states.ACTIVE, states.STOPPED, states.PAUSED, states.SUSPENDED):
+        return vm_state
+    if power == 1:
+        return states.ACTIVE
+    if power == 3:
+        return states.PAUSED
+    if power == 7:
+        return states.SUSPENDED
+    if power in (0, 4, 6):
+        return states.SUSPENDED if vm_state == states.SUSPENDED else states.STOPPED
+    return vm_state

@@ -318,3 +318,31 @@ async def test_lock_and_unlock_show_in_the_view(cloud):
     assert (await cloud.post(act, json={"unlock": None})).status == 202
     server = (await cloud.get(f"/compute/v2.1/servers/{sid}", microversion="2.73")).body["server"]
     assert server["locked"] is False and server["locked_reason"] is None
+
+
+async def test_agent_restart_clears_lost_tasks_and_syncs_states(cloud):
+    """A stop whose message died with the agent must not leave the server stuck in powering-off."""
+    from novalite.context import RequestContext
+    from novalite_drivers.base import Instance
+
+    image = await make_image(cloud)
+    a = (await create_server(cloud, image, name="a")).body["server"]["id"]
+    b = (await create_server(cloud, image, name="b")).body["server"]["id"]
+    server_a = await wait_status(cloud, a, "ACTIVE")
+    await wait_status(cloud, b, "ACTIVE")
+    async with cloud.rt.db.begin() as conn:
+        await conn.execute(t.instances.update().where(t.instances.c.uuid == a).values(task_state="powering-off"))
+    agents = {agent.host: agent for agent in cloud.rt.services["ComputeAgent"]}
+    # Meanwhile guest b was paused on the hypervisor behind novalite's back.
+    host_b = (await cloud.get(f"/compute/v2.1/servers/{b}", microversion="2.100")).body["server"]
+    agent_b = agents[host_b["OS-EXT-SRV-ATTR:host"]]
+    await agent_b.driver.pause(Instance(uuid=b, name=""))
+    for agent in agents.values():
+        await agent.reconcile(RequestContext.admin())
+    r = await cloud.get(f"/compute/v2.1/servers/{a}", microversion="2.100")
+    assert r.body["server"]["OS-EXT-STS:task_state"] is None and r.body["server"]["status"] == "ACTIVE"
+    assert (await cloud.post(f"/compute/v2.1/servers/{a}/action", json={"os-stop": None})).status == 202
+    await wait_status(cloud, a, "SHUTOFF")
+    r = await cloud.get(f"/compute/v2.1/servers/{b}", microversion="2.100")
+    assert r.body["server"]["status"] == "PAUSED" and r.body["server"]["OS-EXT-STS:power_state"] == 3
+    assert server_a["OS-EXT-SRV-ATTR:host"] in agents
