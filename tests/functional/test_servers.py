@@ -322,8 +322,9 @@ async def test_lock_and_unlock_show_in_the_view(cloud):
 
 async def test_agent_restart_clears_lost_tasks_and_syncs_states(cloud):
     """A stop whose message died with the agent must not leave the server stuck in powering-off."""
-    from novalite.context import RequestContext
     from novalite_drivers.base import Instance
+
+    from novalite.context import RequestContext
 
     image = await make_image(cloud)
     a = (await create_server(cloud, image, name="a")).body["server"]["id"]
