@@ -2,6 +2,10 @@
 
 A filter is a class with ``host_passes(host, spec) -> bool``; the scheduler keeps the
 hosts every filter passes. Nova's defaults, reduced to what novalite's hosts report.
+
+The scheduler calls ``filter_all`` once per filter and request, so a filter that has
+nothing to check for this request (no zone asked, no host forced) returns the list as it
+is instead of being called once per host: with 1,000 hosts that is most of the cost.
 """
 
 from __future__ import annotations
@@ -14,6 +18,15 @@ class BaseFilter:
 
     def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
         raise NotImplementedError
+
+    def applies(self, spec: RequestSpec) -> bool:
+        """False when this request gives the filter nothing to check."""
+        return True
+
+    def filter_all(self, hosts: list[HostState], spec: RequestSpec) -> list[HostState]:
+        if not self.applies(spec):
+            return hosts
+        return [h for h in hosts if self.host_passes(h, spec)]
 
 
 class ComputeFilter(BaseFilter):
@@ -36,11 +49,18 @@ class ResourcesFilter(BaseFilter):
     def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
         return host.usage.fits(spec.resources)
 
+    def filter_all(self, hosts: list[HostState], spec: RequestSpec) -> list[HostState]:
+        resources = spec.resources  # computed once, not once per host
+        return [h for h in hosts if h.usage.fits(resources)]
+
 
 class AvailabilityZoneFilter(BaseFilter):
     """The host is in the requested availability zone (if any)."""
 
     name = "AvailabilityZoneFilter"
+
+    def applies(self, spec: RequestSpec) -> bool:
+        return bool(spec.availability_zone)
 
     def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
         return not spec.availability_zone or host.availability_zone == spec.availability_zone
@@ -51,6 +71,9 @@ class ForcedHostFilter(BaseFilter):
 
     name = "ForcedHostFilter"
 
+    def applies(self, spec: RequestSpec) -> bool:
+        return bool(spec.force_host)
+
     def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
         return not spec.force_host or spec.force_host in (host.host, host.node)
 
@@ -59,6 +82,10 @@ class ImagePropertiesFilter(BaseFilter):
     """The image's ``hw_architecture`` and ``img_hv_type`` (if set) match the host."""
 
     name = "ImagePropertiesFilter"
+
+    def applies(self, spec: RequestSpec) -> bool:
+        props = spec.image_properties
+        return any(k in props for k in ("hw_architecture", "architecture", "img_hv_type", "hypervisor_type"))
 
     def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
         props = spec.image_properties

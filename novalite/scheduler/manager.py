@@ -129,11 +129,12 @@ class SchedulerManager:
 
     def rank(self, spec: RequestSpec) -> list[HostState]:
         """Hosts that pass every filter, best first."""
-        candidates = [
-            h
-            for h in self.hosts.values()
-            if h.host not in spec.ignore_hosts and all(f.host_passes(h, spec) for f in self.filters)
-        ]
+        ignore = set(spec.ignore_hosts)
+        candidates = [h for h in self.hosts.values() if h.host not in ignore] if ignore else list(self.hosts.values())
+        for f in self.filters:
+            candidates = f.filter_all(candidates, spec)
+            if not candidates:
+                return []
         return weigh_hosts(candidates, spec, self.weighers)
 
     async def select_destinations(

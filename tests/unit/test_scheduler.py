@@ -147,3 +147,13 @@ async def test_release_frees_room(db):
     async with db.begin() as conn:
         await placement.release(conn, "a")
     assert await placement.claim(db, "b", "rp1", {MEMORY_MB: 1024})
+
+
+def test_filter_all_skips_filters_with_nothing_to_check():
+    hosts = [host("a", az="z1"), host("b", az="z2"), host("c", ram=1024)]
+    assert AvailabilityZoneFilter().filter_all(hosts, spec()) is hosts
+    assert [h.host for h in AvailabilityZoneFilter().filter_all(hosts, spec(availability_zone="z2"))] == ["b"]
+    assert ForcedHostFilter().filter_all(hosts, spec()) is hosts
+    assert [h.host for h in ResourcesFilter().filter_all(hosts, spec())] == ["a", "b"]
+    img = spec(image={"properties": {"hw_architecture": "aarch64"}})
+    assert ImagePropertiesFilter().filter_all(hosts, img) == []
