@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import traceback as tb
 from collections.abc import Awaitable, Callable
@@ -229,10 +230,13 @@ class ComputeAgent:
         instance: dict[str, Any],
         event: str,
         work: Callable[[Instance], Awaitable[None]],
-        success: dict[str, Any],
-        failure: dict[str, Any] | None = None,
+        vm_state: str,
     ) -> bool:
-        """Run ``work`` under the instance's lock; report the result with its action event."""
+        """Run ``work`` under the instance's lock; report the result with its action event.
+
+        On success the instance takes ``vm_state``; either way its power state is what the
+        hypervisor says afterwards, not what the operation was supposed to achieve.
+        """
         uuid = instance["uuid"]
         started = now_iso()
         t0 = time.perf_counter()
@@ -243,9 +247,9 @@ class ComputeAgent:
             except Exception as exc:
                 message = str(exc) if isinstance(exc, DriverError) else f"{type(exc).__name__}: {exc}"
                 log.warning("compute.operation_failed", instance=uuid, action_event=event, error=message)
-                values = dict(failure or {"task_state": None})
+                values: dict[str, Any] = {"task_state": None}
                 with contextlib.suppress(DriverError):
-                    values.setdefault("power_state", int(await self.driver.get_power_state(inst)))
+                    values["power_state"] = int(await self.driver.get_power_state(inst))
                 await self._conductor(
                     ctx,
                     "instance_update",
@@ -262,7 +266,9 @@ class ComputeAgent:
                     },
                 )
                 return False
-            values = dict(success)
+            values = {"vm_state": vm_state, "task_state": None, "power_state": int(PowerState.NOSTATE)}
+            with contextlib.suppress(DriverError):
+                values["power_state"] = int(await self.driver.get_power_state(inst))
             await self._conductor(
                 ctx,
                 "instance_update",
@@ -343,68 +349,27 @@ class ComputeAgent:
 
     async def stop_instance(self, ctx: RequestContext, instance: dict[str, Any], clean_shutdown: bool = True) -> None:
         timeout = 60.0 if clean_shutdown else 0.0
-        await self._operate(
-            ctx,
-            instance,
-            "compute_stop_instance",
-            lambda inst: self.driver.power_off(inst, timeout),
-            {"vm_state": STOPPED, "task_state": None, "power_state": int(PowerState.SHUTDOWN)},
-        )
+        work = functools.partial(self.driver.power_off, timeout=timeout)
+        await self._operate(ctx, instance, "compute_stop_instance", work, STOPPED)
 
     async def start_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
-        await self._operate(
-            ctx,
-            instance,
-            "compute_start_instance",
-            self.driver.power_on,
-            {"vm_state": ACTIVE, "task_state": None, "power_state": int(PowerState.RUNNING)},
-        )
+        await self._operate(ctx, instance, "compute_start_instance", self.driver.power_on, ACTIVE)
 
     async def reboot_instance(self, ctx: RequestContext, instance: dict[str, Any], reboot_type: str = "SOFT") -> None:
-        hard = reboot_type.upper() == "HARD"
-        await self._operate(
-            ctx,
-            instance,
-            "compute_reboot_instance",
-            lambda inst: self.driver.reboot(inst, hard=hard),
-            {"vm_state": ACTIVE, "task_state": None, "power_state": int(PowerState.RUNNING)},
-        )
+        work = functools.partial(self.driver.reboot, hard=reboot_type.upper() == "HARD")
+        await self._operate(ctx, instance, "compute_reboot_instance", work, ACTIVE)
 
     async def pause_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
-        await self._operate(
-            ctx,
-            instance,
-            "compute_pause_instance",
-            self.driver.pause,
-            {"vm_state": PAUSED, "task_state": None, "power_state": int(PowerState.PAUSED)},
-        )
+        await self._operate(ctx, instance, "compute_pause_instance", self.driver.pause, PAUSED)
 
     async def unpause_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
-        await self._operate(
-            ctx,
-            instance,
-            "compute_unpause_instance",
-            self.driver.unpause,
-            {"vm_state": ACTIVE, "task_state": None, "power_state": int(PowerState.RUNNING)},
-        )
+        await self._operate(ctx, instance, "compute_unpause_instance", self.driver.unpause, ACTIVE)
 
     async def suspend_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
-        await self._operate(
-            ctx,
-            instance,
-            "compute_suspend_instance",
-            self.driver.suspend,
-            {"vm_state": SUSPENDED, "task_state": None, "power_state": int(PowerState.SHUTDOWN)},
-        )
+        await self._operate(ctx, instance, "compute_suspend_instance", self.driver.suspend, SUSPENDED)
 
     async def resume_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
-        await self._operate(
-            ctx,
-            instance,
-            "compute_resume_instance",
-            self.driver.resume,
-            {"vm_state": ACTIVE, "task_state": None, "power_state": int(PowerState.RUNNING)},
-        )
+        await self._operate(ctx, instance, "compute_resume_instance", self.driver.resume, ACTIVE)
 
     async def terminate_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
         uuid = instance["uuid"]
