@@ -347,3 +347,28 @@ async def test_agent_restart_clears_lost_tasks_and_syncs_states(cloud):
     r = await cloud.get(f"/compute/v2.1/servers/{b}", microversion="2.100")
     assert r.body["server"]["status"] == "PAUSED" and r.body["server"]["OS-EXT-STS:power_state"] == 3
     assert server_a["OS-EXT-SRV-ATTR:host"] in agents
+
+
+async def test_listing_shows_every_change(cloud):
+    """Detail views are cached per instance version: each change must show in the next listing."""
+    image = await make_image(cloud)
+    sid = (await create_server(cloud, image, name="watched")).body["server"]["id"]
+    await wait_status(cloud, sid, "ACTIVE")
+
+    async def listed() -> dict:
+        r = await cloud.get("/compute/v2.1/servers/detail", microversion="2.100")
+        return next(s for s in r.body["servers"] if s["id"] == sid)
+
+    assert (await listed())["metadata"] == {}
+    assert (await cloud.put(f"/compute/v2.1/servers/{sid}/metadata/k", json={"meta": {"k": "v"}})).status == 200
+    assert (await listed())["metadata"] == {"k": "v"}
+    assert (await cloud.put(f"/compute/v2.1/servers/{sid}", json={"server": {"name": "renamed"}})).status == 200
+    assert (await listed())["name"] == "renamed"
+    await cloud.post(f"/compute/v2.1/servers/{sid}/action", json={"os-stop": None})
+    await wait_status(cloud, sid, "SHUTOFF")
+    after = await listed()
+    assert after["status"] == "SHUTOFF" and after["OS-EXT-STS:power_state"] == 4
+    assert after["host_status"] == "UP"
+    r = await cloud.get("/compute/v2.1/servers/detail", microversion="2.1")
+    old = next(s for s in r.body["servers"] if s["id"] == sid)
+    assert "locked" not in old and set(old["flavor"]) == {"id", "links"}

@@ -22,7 +22,7 @@ from aiohttp import web
 from novalite.api.app import context, json_response, read_json, runtime
 from novalite.api.compute.common import MAX_LIMIT, compute_base, page_params, require_admin, require_member
 from novalite.api.compute.microversions import microversion
-from novalite.api.compute.views import ViewFlags, load_extras, server_view
+from novalite.api.compute.views import ViewFlags, detail_views, load_extras, server_view
 from novalite.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from novalite.api.validation import metadata_schema, name_schema, to_bool, validate
 from novalite.compute import records, states
@@ -556,22 +556,11 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
             rows = await _filter_ip(conn, rows, q["ip"])
         has_more = limit and len(rows) > limit
         rows = rows[:limit] if limit else []
-        extras = (
-            await load_extras(
-                conn,
-                rows,
-                faults=detail,
-                host_status=detail and ctx.is_admin and mv.at_least("2.16"),
-                down_time=rt.settings.service_down_time,
-            )
-            if detail
-            else None
-        )
-    flags = ViewFlags.of(mv, ctx, show=False)
-    if detail:
-        views = [server_view(request, r, extras, mv, ctx, flags=flags) for r in rows]
-    else:
-        views = [server_view(request, r, None, mv, ctx, detail=False) for r in rows]
+        flags = ViewFlags.of(mv, ctx, show=False)
+        if detail:
+            views = await detail_views(request, conn, rows, mv, ctx, flags, rt.settings.service_down_time)
+        else:
+            views = [server_view(request, r, None, mv, ctx, detail=False) for r in rows]
     body: dict[str, Any] = {"servers": views}
     if has_more or (limit and limit < MAX_LIMIT and len(rows) == limit and "limit" in q):
         from novalite.api.compute.common import next_link

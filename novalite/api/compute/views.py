@@ -7,8 +7,8 @@ status), so listing 1,000 servers costs a handful of queries, not thousands.
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
-from dataclasses import dataclass, field
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,12 +40,17 @@ class Extras:
 
 
 async def load_extras(
-    conn: AsyncConnection, rows: list[Any], *, faults: bool = True, host_status: bool = False, down_time: float = 60
+    conn: AsyncConnection,
+    rows: list[Any],
+    *,
+    contents: bool = True,
+    faults: bool = True,
+    host_status: bool = False,
+    down_time: float = 60,
 ) -> Extras:
+    """Metadata and ports (``contents``), faults and host status for ``rows``, in bulk."""
     extras = Extras()
-    uuids = [r.uuid for r in rows]
-    if not uuids:
-        return extras
+    uuids = [r.uuid for r in rows] if contents else []
     for chunk_start in range(0, len(uuids), 500):
         chunk = uuids[chunk_start : chunk_start + 500]
         for m in await conn.execute(
@@ -259,6 +264,46 @@ def server_view(
         hints = row.scheduler_hints
         view["scheduler_hints"] = {k: v for k, v in hints.items() if k != "force_host"} if hints else {}
     return view
+
+
+#: Rendered detail views by (uuid, updated_at, state columns, flags, base URL). Every change
+#: to an instance, or to what its view shows (metadata, faults, ports), bumps its
+#: ``updated_at``, so an entry is never stale; dashboards polling ``/servers/detail`` then
+#: pay for the SQL and the changed servers only. ``host_status`` (the host's liveness, not
+#: the instance's) is never cached.
+_VIEW_CACHE: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+VIEW_CACHE_SIZE = 20000
+
+
+async def detail_views(
+    request: web.Request,
+    conn: AsyncConnection,
+    rows: list[Any],
+    mv: Microversion,
+    ctx: RequestContext,
+    flags: ViewFlags,
+    down_time: float,
+) -> list[dict[str, Any]]:
+    """``/servers/detail`` bodies for ``rows``, rendering only servers that changed."""
+    base = compute_base(request)
+    cached_flags = replace(flags, host_status=False)
+    keys = [(r.uuid, r.updated_at, r.vm_state, r.task_state, r.power_state, r.host, cached_flags, base) for r in rows]
+    missing = [r for r, key in zip(rows, keys, strict=True) if key not in _VIEW_CACHE]
+    extras = await load_extras(conn, missing, host_status=False)
+    for r in missing:
+        key = (r.uuid, r.updated_at, r.vm_state, r.task_state, r.power_state, r.host, cached_flags, base)
+        _VIEW_CACHE[key] = server_view(request, r, extras, mv, ctx, flags=cached_flags)
+    views = [_VIEW_CACHE[key] for key in keys]
+    for key in keys:
+        _VIEW_CACHE.move_to_end(key)
+    while len(_VIEW_CACHE) > VIEW_CACHE_SIZE:
+        _VIEW_CACHE.popitem(last=False)
+    if flags.host_status:
+        status_extras = await load_extras(
+            conn, rows, contents=False, faults=False, host_status=True, down_time=down_time
+        )
+        views = [dict(v, host_status=_host_status(r, status_extras)) for v, r in zip(views, rows, strict=True)]
+    return views
 
 
 def _usg(value: Any) -> str | None:
