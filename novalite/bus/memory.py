@@ -8,10 +8,10 @@ listens wait in the topic's queue, as they would in a durable broker queue.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from novalite.bus.transport import Handler, Transport
 from novalite.log import get_logger
+from novalite.tasks import cancel_and_wait
 
 log = get_logger(__name__)
 
@@ -56,7 +56,9 @@ class MemoryTransport(Transport):
         future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         self._queue(topic).put_nowait((body, future))
         try:
-            return await asyncio.wait_for(future, reply_timeout)
+            # asyncio.timeout, not wait_for: wait_for can swallow a cancellation (see novalite.tasks).
+            async with asyncio.timeout(reply_timeout):
+                return await future
         except TimeoutError:
             raise TimeoutError(f"no reply on {topic}") from None
 
@@ -87,8 +89,4 @@ class MemoryTransport(Transport):
 
     async def close(self) -> None:
         self._closed = True
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(list(self._tasks))

@@ -53,6 +53,7 @@ from yarl import URL
 from novalite.bus.errors import TransportError
 from novalite.bus.transport import Handler, Transport
 from novalite.log import get_logger
+from novalite.tasks import cancel_and_wait
 
 log = get_logger(__name__)
 
@@ -330,12 +331,7 @@ class RabbitTransport(Transport):
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(TransportError("transport closed while waiting for a reply"))
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(list(self._tasks))
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await self._connection.close()

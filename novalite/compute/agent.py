@@ -28,6 +28,7 @@ from novalite.bus import BusError
 from novalite.context import RequestContext
 from novalite.log import bind_request_id, get_logger
 from novalite.runtime import Runtime
+from novalite.tasks import cancel_and_wait
 
 log = get_logger("novalite.compute")
 
@@ -76,11 +77,7 @@ class ComputeAgent:
         log.info("compute.started", host=self.host, driver=self.driver.name)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(self._tasks)
         await self.driver.cleanup_host()
 
     async def _register(self, ctx: RequestContext) -> None:

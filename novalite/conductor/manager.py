@@ -14,7 +14,6 @@ ERROR so that nothing stays in BUILD forever.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from datetime import timedelta
 from typing import Any
@@ -29,6 +28,7 @@ from novalite.context import RequestContext
 from novalite.db import schema as t
 from novalite.log import bind_request_id, get_logger
 from novalite.runtime import Runtime
+from novalite.tasks import cancel_and_wait
 from novalite.timeutil import parse_iso, utcnow
 
 log = get_logger("novalite.conductor")
@@ -55,11 +55,7 @@ class ConductorManager:
         ]
 
     async def stop(self) -> None:
-        for task in [*self._periodic, *self._tasks]:
-            task.cancel()
-        for task in [*self._periodic, *self._tasks]:
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait([*self._periodic, *self._tasks])
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

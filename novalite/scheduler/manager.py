@@ -26,6 +26,7 @@ from novalite.runtime import Runtime
 from novalite.scheduler.filters import DEFAULT_FILTERS, BaseFilter
 from novalite.scheduler.hoststate import HostState, RequestSpec
 from novalite.scheduler.weights import DEFAULT_WEIGHERS, BaseWeigher, weigh_hosts
+from novalite.tasks import cancel_and_wait
 
 log = get_logger("novalite.scheduler")
 
@@ -63,7 +64,7 @@ class SchedulerManager:
 
     async def stop(self) -> None:
         if self._heartbeat:
-            self._heartbeat.cancel()
+            await cancel_and_wait([self._heartbeat])
 
     async def _report_loop(self) -> None:
         import socket
