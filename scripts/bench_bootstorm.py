@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,23 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-
-ADMIN_PASSWORD = "bench-admin"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: list[float], pct: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * pct / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+from benchlib import ADMIN_PASSWORD, admin_token, free_port, percentile
 
 
 def start_server(
@@ -89,10 +72,6 @@ def start_server(
     raise RuntimeError(f"novalite serve did not start; see {state / 'serve.log'}")
 
 
-def last_state_dir() -> None:
-    """(debugging) print where the last run kept its log."""
-
-
 class Api:
     def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
         self.session = session
@@ -100,18 +79,7 @@ class Api:
         self.token = ""
 
     async def login(self) -> None:
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {"user": {"name": "admin", "domain": {"id": "default"}, "password": ADMIN_PASSWORD}},
-                },
-                "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
-            }
-        }
-        async with self.session.post(f"{self.base}/identity/v3/auth/tokens", json=body) as resp:
-            resp.raise_for_status()
-            self.token = resp.headers["X-Subject-Token"]
+        self.token = await admin_token(self.session, self.base)
 
     def headers(self) -> dict[str, str]:
         return {"X-Auth-Token": self.token, "OpenStack-API-Version": "compute 2.100"}

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,23 +32,10 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+from benchlib import ADMIN_PASSWORD, admin_token, free_port, percentile
 
-ADMIN_PASSWORD = "bench-admin"
 PG_ADMIN = os.environ.get("NOVALITE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 BIG_HOST = {"vcpus": 256, "memory_mb": 1024 * 1024, "local_gb": 100000}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * pct / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def rabbitmqctl(*args: str) -> None:
@@ -110,24 +96,13 @@ class Api:
 
     async def wait_ready(self, procs: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {"user": {"name": "admin", "domain": {"id": "default"}, "password": ADMIN_PASSWORD}},
-                },
-                "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
-            }
-        }
         while True:
             if any(p.poll() is not None for p in procs):
                 raise RuntimeError("a novalite process exited during start-up")
             try:
-                async with self.session.post(f"{self.base}/identity/v3/auth/tokens", json=body) as resp:
-                    if resp.status == 201:
-                        self.token = resp.headers["X-Subject-Token"]
-                        return
-            except aiohttp.ClientError:
+                self.token = await admin_token(self.session, self.base)
+                return
+            except aiohttp.ClientError:  # not listening yet, or identity not bootstrapped yet
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError("the API did not come up")

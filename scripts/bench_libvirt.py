@@ -28,7 +28,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,19 +38,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from benchlib import ADMIN_PASSWORD, admin_token, free_port
 
 REPO = Path(__file__).resolve().parents[1]
-ADMIN_PASSWORD = "bench-admin"
 NETWORK = "novalite-bench"
 CIDR = "10.213.79.0/24"
 BANNER = "novalite-tiny-guest booted"
 READY = "novalite-guest-ready"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def build_guest(cache: Path) -> Path:
@@ -115,18 +108,7 @@ class Api:
         self.token = ""
 
     async def login(self) -> None:
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {"user": {"name": "admin", "domain": {"id": "default"}, "password": ADMIN_PASSWORD}},
-                },
-                "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
-            }
-        }
-        async with self.session.post(f"{self.base}/identity/v3/auth/tokens", json=body) as resp:
-            resp.raise_for_status()
-            self.token = resp.headers["X-Subject-Token"]
+        self.token = await admin_token(self.session, self.base)
 
     async def request(self, method: str, path: str, **kw: Any) -> tuple[int, Any, dict[str, str]]:
         headers = {"X-Auth-Token": self.token, "OpenStack-API-Version": "compute 2.100"}
