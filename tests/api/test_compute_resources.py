@@ -11,7 +11,6 @@ import asyncio
 import base64
 import hashlib
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -21,43 +20,21 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from novalite.compute.quotas import QuotaExceeded, check_quota, limits_for, usage_for
 from novalite.db import schema as t
-from novalite.identity.tokens import issue_token, project_roles
 from novalite.timeutil import utcnow
-from tests.functional.helpers import create_server, make_image, wait_gone, wait_status
+from tests.functional.helpers import Who, create_server, make_image, make_person, wait_gone, wait_status
 
 C = "/compute/v2.1"
 
 
-@dataclass
-class Who:
-    token: str
-    project_id: str
-    user_id: str
-
-
 async def person(cloud: Any, user: str, project: str, role: str) -> Who:
-    """A user with ``role`` on ``project`` (both made if missing) and a token, straight in the DB."""
-    async with cloud.rt.db.begin() as conn:
-        pid = await conn.scalar(sa.select(t.projects.c.id).where(t.projects.c.name == project))
-        if pid is None:
-            pid = os.urandom(16).hex()
-            await conn.execute(t.projects.insert().values(id=pid, name=project, created_at=utcnow()))
-        uid = await conn.scalar(sa.select(t.users.c.id).where(t.users.c.name == user))
-        if uid is None:
-            uid = os.urandom(16).hex()
-            await conn.execute(t.users.insert().values(id=uid, name=user, default_project_id=pid, created_at=utcnow()))
-        rid = await conn.scalar(sa.select(t.roles.c.id).where(t.roles.c.name == role))
-        await conn.execute(t.role_assignments.insert().values(user_id=uid, project_id=pid, role_id=rid))
-        roles = await project_roles(conn, uid, pid)
-        token, *_ = await issue_token(conn, uid, pid, roles, 3600)
-    return Who(token, pid, uid)
+    return await make_person(cloud, user, project, role)
 
 
 async def admin(cloud: Any) -> Who:
     async with cloud.rt.db.connect() as conn:
         pid = await conn.scalar(sa.select(t.projects.c.id).where(t.projects.c.name == "admin"))
         uid = await conn.scalar(sa.select(t.users.c.id).where(t.users.c.name == "admin"))
-    return Who(await cloud.admin_token(), pid, uid)
+    return Who(await cloud.admin_token(), pid, uid, ["admin", "manager", "member", "reader"])
 
 
 async def wait_computes(cloud: Any, count: int = 2, within: float = 10.0) -> None:

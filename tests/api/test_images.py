@@ -16,27 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
-from novalite.context import RequestContext
-from novalite.db import schema as t
-from novalite.identity.tokens import issue_token, project_roles
 from novalite.images import get_image, image_path
-from novalite.timeutil import utcnow
+from tests.functional.helpers import Who, make_person
 
 PATCH = {"Content-Type": "application/openstack-images-v2.1-json-patch"}
 OCTET = {"Content-Type": "application/octet-stream"}
-
-
-@dataclass
-class Who:
-    token: str
-    project_id: str
-    user_id: str
-    roles: list[str]
-
-    def ctx(self) -> RequestContext:
-        return RequestContext(user_id=self.user_id, project_id=self.project_id, roles=self.roles)
 
 
 @dataclass
@@ -45,34 +30,6 @@ class People:
     alice: Who  # member of alpha
     reed: Who  # reader of alpha
     bob: Who  # member of beta
-
-
-async def make_person(cloud: Any, user: str, project: str, role: str) -> Who:
-    """A user with ``role`` on ``project`` (both created if missing) and a token for it."""
-    async with cloud.rt.db.begin() as conn:
-        pid = await conn.scalar(sa.select(t.projects.c.id).where(t.projects.c.name == project))
-        if pid is None:
-            pid = os.urandom(16).hex()
-            await conn.execute(t.projects.insert().values(id=pid, name=project, created_at=utcnow()))
-        uid = await conn.scalar(sa.select(t.users.c.id).where(t.users.c.name == user))
-        if uid is None:
-            uid = os.urandom(16).hex()
-            await conn.execute(t.users.insert().values(id=uid, name=user, default_project_id=pid, created_at=utcnow()))
-        rid = await conn.scalar(sa.select(t.roles.c.id).where(t.roles.c.name == role))
-        exists = await conn.scalar(
-            sa.select(sa.func.count())
-            .select_from(t.role_assignments)
-            .where(
-                t.role_assignments.c.user_id == uid,
-                t.role_assignments.c.project_id == pid,
-                t.role_assignments.c.role_id == rid,
-            )
-        )
-        if not exists:
-            await conn.execute(t.role_assignments.insert().values(user_id=uid, project_id=pid, role_id=rid))
-        roles = await project_roles(conn, uid, pid)
-        token, *_ = await issue_token(conn, uid, pid, roles, 3600)
-    return Who(token, pid, uid, [r["name"] for r in roles])
 
 
 @pytest.fixture
