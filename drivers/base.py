@@ -128,6 +128,15 @@ class HostResources:
     cpu_info: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class GuestNetwork:
+    """The network novalite puts guests' ports on: its name on the hypervisor side and its
+    IPv4 subnet (novalite allocates the MACs and fixed IPs in it)."""
+
+    name: str
+    cidr: str
+
+
 @dataclass
 class ConsoleAddress:
     """Where a guest's graphical console listens, as the compute host sees it."""
@@ -160,6 +169,21 @@ class ComputeDriver:
         self.host = host
         self.options = dict(options or {})
         self._lifecycle_callback: LifecycleCallback | None = None
+
+    # -- the machine, before any agent starts -------------------------------------------
+
+    @classmethod
+    def prepare_host(cls, options: dict[str, Any], network: GuestNetwork) -> str | None:
+        """Make this machine ready for the driver's agents; once per process, before any starts.
+
+        ``options`` is the driver's config section, ``network`` the guest network ports will
+        name. Blocking: the process runs it in a thread. Returns a line for the start banner
+        (what was found or created), or None. Raises :class:`DriverError` when the machine
+        cannot serve guests as configured; the process then refuses to start.
+        Cleanup duty: none; what it creates (a network) is meant to outlive the process.
+        No-op by default.
+        """
+        return None
 
     # -- lifecycle of the driver itself -------------------------------------------------
 

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from novalite import __version__
-from novalite.config import ALL_SERVICES, load_settings
+from novalite.config import ALL_SERVICES, Settings, load_settings
 from novalite.log import setup_logging
 
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     return asyncio.run(_serve(settings, agent=args.command == "agent"))
 
 
-async def _db_upgrade(settings: Any) -> int:
+async def _db_upgrade(settings: Settings) -> int:
     from novalite.db import Database
     from novalite.db.migrate import current_revision, upgrade
 
@@ -98,28 +98,35 @@ async def _db_upgrade(settings: Any) -> int:
     return 0
 
 
-async def _serve(settings: Any, agent: bool) -> int:
-    from novalite.node import Node
+async def _serve(settings: Settings, agent: bool) -> int:
+    # Each command imports only the process it runs: ``novalite agent`` must not even load
+    # the database layer (tests/unit/test_agent_isolation.py checks its sys.modules).
+    if agent:
+        from novalite.agent.node import AgentNode
 
-    node = Node(settings)
+        process: Any = AgentNode(settings)
+    else:
+        from novalite.node import Node
+
+        process = Node(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        info = await node.start()
+        info = await process.start()
     except Exception as exc:
         print(f"novalite: failed to start: {exc}", file=sys.stderr)
-        await node.stop()
+        await process.stop()
         return 1
     if agent:
-        hosts = ", ".join(node.compute_hosts())
+        hosts = ", ".join(process.compute.hosts)
         print(f"novalite agent {__version__}: compute host(s) {hosts}, driver {settings.driver}", flush=True)
     else:
-        _print_banner(node, info)
+        _print_banner(process, info)
     await stop.wait()
-    await node.stop()
+    await process.stop()
     return 0
 
 

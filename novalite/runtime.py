@@ -1,19 +1,34 @@
-"""What every service in a process shares: the settings, the bus and (controller side) the database."""
+"""What the services of one process share.
+
+:class:`Runtime` is what every process has: the settings and the bus. The compute agent
+gets only that. :class:`ControllerRuntime` adds the database, for the API, conductor,
+scheduler and console proxy. ``Database`` is imported for the type checker only, so
+importing this module (as the agent does) loads nothing of the database layer; the
+import contracts in ``pyproject.toml`` leave type-checking imports out for that reason.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from novalite.bus import Bus
 from novalite.config import Settings
+
+if TYPE_CHECKING:
+    from novalite.db import Database
 
 
 @dataclass
 class Runtime:
     settings: Settings
     bus: Bus
-    #: None in a compute-agent-only process: the agent has no database access at all.
-    db: Any = None
-    #: Handles of the services started in this process, by role (for tests and shutdown).
-    services: dict[str, Any] = field(default_factory=dict)
+    #: Handles of the services started in this process, by class name (for tests and shutdown).
+    services: dict[str, list[Any]] = field(default_factory=dict)
+
+
+@dataclass
+class ControllerRuntime(Runtime):
+    """A controller process's runtime: the database is always there."""
+
+    db: Database = field(kw_only=True)

@@ -203,9 +203,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 async def scheduler_decision(hosts: int, samples: int) -> dict[str, Any]:
     """Time select_destinations over ``hosts`` compute nodes, in-process on SQLite."""
-    from novalite import placement
     from novalite.bus import Bus, make_transport
-    from novalite.compute.records import node_uuid, upsert_service
     from novalite.config import Settings
     from novalite.context import RequestContext
     from novalite.db import Database
@@ -213,6 +211,8 @@ async def scheduler_decision(hosts: int, samples: int) -> dict[str, Any]:
     from novalite.db.migrate import upgrade
     from novalite.runtime import Runtime
     from novalite.scheduler.manager import SchedulerManager
+    from novalite.store import placement
+    from novalite.store.servers import node_uuid, upsert_service
     from novalite.timeutil import utcnow
 
     state = Path(tempfile.mkdtemp(prefix="novalite-sched-"))

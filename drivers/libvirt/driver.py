@@ -59,6 +59,7 @@ from novalite_drivers.base import (
     ComputeDriver,
     ConsoleAddress,
     DriverError,
+    GuestNetwork,
     HostResources,
     Instance,
     InstanceNotFound,
@@ -236,6 +237,22 @@ class LibvirtDriver(ComputeDriver):
         self._known_state: dict[str, PowerState] = {}
         self._reboot_waiters: dict[str, asyncio.Event] = {}
         self._base_lock = threading.Lock()
+
+    # -- the machine ---------------------------------------------------------------------------
+
+    @classmethod
+    def prepare_host(cls, options: dict[str, Any], network: GuestNetwork) -> str | None:
+        """Register libvirt's event loop (before any connection, so that the agents' later
+        connections get lifecycle events), then check or create the guest network
+        (:func:`.network.prepare_guest_network`; option ``create_network``, default true)."""
+        if libvirt is not None:
+            ensure_event_loop()
+        return netmod.prepare_guest_network(
+            options.get("uri") or "qemu:///system",
+            network.name,
+            network.cidr,
+            create=_as_bool(options.get("create_network", True)),
+        )
 
     # -- connection -------------------------------------------------------------------------
 

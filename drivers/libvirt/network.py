@@ -227,3 +227,59 @@ def ensure_isolated_network(conn_or_uri: Any, name: str, bridge: str, cidr: str)
             conn.close()
     else:
         ensure_network(conn_or_uri, name, bridge, cidr, nat=False)
+
+
+def prepare_guest_network(uri: str, name: str, cidr: str, create: bool = True) -> str:
+    """Make sure guests' ports have a network: the libvirt network ``name`` serving ``cidr``.
+
+    If it does not exist, it is created **isolated** (no ``<forward>``: guests reach each
+    other and this host, nothing else; NAT is an operator's choice, see docs/libvirt.md), with
+    this host at the subnet's first address (novalite's gateway) on a bridge named after the
+    network — unless ``create`` is false. An existing network is used as it is, but its subnet
+    must be ``cidr``. Blocking; returns a line for the start banner; DriverError when the
+    network cannot serve novalite's ports.
+    """
+    import zlib
+
+    subnet = ipaddress.ip_network(cidr)
+    if libvirt is None:
+        return f"{name} {subnet} (not checked: libvirt-python is missing)"  # init_host says more
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError:
+        return f"{name} {subnet} (not checked: libvirt is unreachable)"  # init_host says more
+    try:
+        try:
+            net = conn.networkLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
+                raise DriverError(f"cannot look up libvirt network {name!r}: {exc.get_error_message()}") from None
+            net = None
+        if net is None:
+            if not create:
+                raise DriverError(
+                    f"the libvirt network {name!r} (network_name) does not exist and create_network is off"
+                )
+            bridge = f"nlbr{zlib.crc32(name.encode()):08x}"
+            gateway = next(subnet.hosts())
+            ensure_network(conn, name, bridge, f"{gateway}/{subnet.prefixlen}", nat=False)
+            LOG.info("created isolated libvirt network %s (%s) on %s", name, subnet, bridge)
+            return f"{name} {subnet} (isolated libvirt network on {bridge}, created now)"
+        root = ET.fromstring(net.XMLDesc(0))
+        subnets = []
+        for ip in root.findall("./ip"):
+            if ip.get("address") and (ip.get("family") or "ipv4") == "ipv4":
+                mask = ip.get("prefix") or ip.get("netmask") or "32"
+                subnets.append(ipaddress.ip_interface(f"{ip.get('address')}/{mask}").network)
+        if subnet not in subnets:
+            raise DriverError(
+                f"the libvirt network {name!r} serves {', '.join(map(str, subnets)) or 'no IPv4 subnet'}, "
+                f"but network_cidr is {subnet}: make them the same"
+            )
+        if not net.isActive():
+            net.create()
+        forward = root.find("./forward")
+        kind = "isolated" if forward is None else f"forward mode {forward.get('mode') or 'nat'}"
+        return f"{name} {subnet} ({kind} libvirt network on {net.bridgeName()})"
+    finally:
+        conn.close()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+from novalite import errors as domain
+
 NOVA_FAULT_NAMES = {
     400: "badRequest",
     401: "unauthorized",
@@ -93,3 +95,20 @@ def keystone_body(err: ApiError) -> dict:
 
 def glance_body(err: ApiError) -> dict:
     return {"code": f"{err.status} {err.title}", "title": err.title, "message": err.message}
+
+
+#: HTTP status of each kind of domain error (the most specific class listed wins).
+DOMAIN_STATUS: tuple[tuple[type[domain.NovaliteError], int], ...] = (
+    (domain.Invalid, 400),
+    (domain.Forbidden, 403),
+    (domain.NotFound, 404),
+    (domain.Conflict, 409),
+)
+
+
+def from_domain(err: domain.NovaliteError) -> ApiError:
+    """The API error a domain error is answered with (500 for a kind the API does not know)."""
+    for kind, status in DOMAIN_STATUS:
+        if isinstance(err, kind):
+            return ApiError(str(err), status)
+    return ApiError(str(err), 500)

@@ -29,7 +29,19 @@ Exceptions, all raised at the caller::
 
 from novalite.bus.client import Bus
 from novalite.bus.errors import BusError, CallTimeout, NotJSONError, RemoteError, TransportError, UnknownMethod
-from novalite.bus.transport import Transport, make_transport
+from novalite.bus.memory import MemoryTransport
+from novalite.bus.rabbit import RabbitTransport
+from novalite.bus.transport import Transport
+
+
+def make_transport(url: str | None) -> Transport:
+    """Build the transport named by ``url``: ``memory://`` (default) or ``rabbit://...``."""
+    if not url or url.startswith("memory:"):
+        return MemoryTransport()
+    if url.startswith(("rabbit://", "amqp://", "amqps://")):
+        return RabbitTransport(url)
+    raise ValueError(f"unknown transport URL scheme in {url!r} (expected memory:// or rabbit://)")
+
 
 __all__ = [
     "Bus",

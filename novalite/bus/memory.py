@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+from novalite.bus.errors import TransportError
 from novalite.bus.transport import Handler, Transport
 from novalite.log import get_logger
 from novalite.tasks import cancel_and_wait
@@ -43,8 +44,6 @@ class MemoryTransport(Transport):
         self, topic: str, body: bytes, *, fanout: bool = False, reply_timeout: float | None = None
     ) -> bytes | None:
         if self._closed:
-            from novalite.bus.errors import TransportError
-
             raise TransportError("transport is closed")
         if fanout:
             for handler in list(self._fanout.get(topic, ())):

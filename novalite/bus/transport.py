@@ -41,16 +41,3 @@ class Transport(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Stop consuming and disconnect."""
-
-
-def make_transport(url: str | None) -> Transport:
-    """Build the transport named by ``url``: ``memory://`` (default) or ``rabbit://...``."""
-    if not url or url.startswith("memory:"):
-        from novalite.bus.memory import MemoryTransport
-
-        return MemoryTransport()
-    if url.startswith(("rabbit://", "amqp://", "amqps://")):
-        from novalite.bus.rabbit import RabbitTransport
-
-        return RabbitTransport(url)
-    raise ValueError(f"unknown transport URL scheme in {url!r} (expected memory:// or rabbit://)")

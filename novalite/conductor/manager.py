@@ -20,14 +20,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from novalite import placement
+from novalite import states
 from novalite.bus import CallTimeout, RemoteError
-from novalite.compute import records, states
-from novalite.compute.servicegroup import is_up
 from novalite.context import RequestContext
 from novalite.db import schema as t
 from novalite.log import bind_request_id, get_logger
 from novalite.runtime import Runtime
+from novalite.servicegroup import is_up
+from novalite.store import placement
+from novalite.store import servers as records
 from novalite.tasks import cancel_and_wait
 from novalite.timeutil import parse_iso, utcnow
 

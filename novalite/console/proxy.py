@@ -8,7 +8,7 @@ What novalite adds runs *before* the websocket handshake, in the HTTP request:
 1. the ``Origin`` header must be one of ``console_allowed_origins`` (default: the console
    public URL's origin) — a page on another site cannot open a console with a token it
    learned; clients that send no Origin (not browsers) are not subject to it, as in Nova;
-2. the token must check out in the database (:mod:`novalite.console.tokens`) — not a file —
+2. the token must check out in the database (:mod:`novalite.store.consoles`) — not a file —
    and the compute host must confirm over the bus that the instance's VNC server still is at
    the address the token was issued for (Nova's ``validate_console_port``): a guest restarted
    on another port, or a port now used by another guest, is refused.
@@ -46,10 +46,12 @@ from websockify.websocketproxy import ProxyRequestHandler
 
 from novalite.bus import BusError
 from novalite.config import Settings
-from novalite.console import tokens
 from novalite.context import RequestContext
+from novalite.db import schema as t
 from novalite.log import bind_request_id, get_logger
 from novalite.runtime import Runtime
+from novalite.store import consoles as tokens
+from novalite.store import servers as records
 
 log = get_logger("novalite.console")
 T = TypeVar("T")
@@ -435,9 +437,6 @@ class ConsoleProxy:
         return output[-MAX_CONSOLE_BYTES:]
 
     async def _ask_agent(self, auth: tokens.ConsoleAuth, method: str) -> Any:
-        from novalite.compute import records
-        from novalite.db import schema as t
-
         ctx = RequestContext.admin()
         with bind_request_id(ctx.request_id):
             async with self.rt.db.connect() as conn:

@@ -6,8 +6,11 @@ idempotent and takes the database to the newest revision.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -17,6 +20,27 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from novalite.db.engine import Database
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+#: Key of the PostgreSQL advisory lock that serializes controllers' start-up.
+STARTUP_LOCK_KEY = 0x4E4F56414C495445  # "NOVALITE"
+
+
+@contextlib.asynccontextmanager
+async def startup_lock(db: Database) -> AsyncIterator[None]:
+    """Controllers starting at once on one PostgreSQL database take turns to migrate the
+    schema and create the admin user and default flavors (else one dies on a duplicate key).
+    SQLite is one process's own file: nothing to serialize."""
+    if db.is_sqlite:
+        yield
+        return
+    async with db.connect() as conn:
+        await conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": STARTUP_LOCK_KEY})
+        await conn.commit()
+        try:
+            yield
+        finally:
+            await conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": STARTUP_LOCK_KEY})
+            await conn.commit()
 
 
 def alembic_config() -> Config:

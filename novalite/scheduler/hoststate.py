@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from novalite import placement
-from novalite.placement import ProviderUsage
+from novalite.store import placement
+from novalite.store.placement import ProviderUsage
 
 
 @dataclass

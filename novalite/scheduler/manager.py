@@ -2,7 +2,7 @@
 
 ``select_destinations`` runs the configured filters over every known host, weighs the
 survivors, and claims the request's resources on the best host atomically in the
-database (see :mod:`novalite.placement`). If the claim loses a race, the next host is
+database (see :mod:`novalite.store.placement`). If the claim loses a race, the next host is
 tried. Host states are cached in memory and refreshed from the database at most every
 ``CACHE_TTL`` seconds, so one decision costs O(hosts) in-memory work and one claim
 transaction, however many hosts there are.
@@ -11,14 +11,12 @@ transaction, however many hosts there are.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from typing import Any
 
 import sqlalchemy as sa
 
-from novalite import placement
-from novalite.compute.records import upsert_service
-from novalite.compute.servicegroup import is_up
 from novalite.context import RequestContext
 from novalite.db import schema as t
 from novalite.log import get_logger
@@ -26,6 +24,9 @@ from novalite.runtime import Runtime
 from novalite.scheduler.filters import DEFAULT_FILTERS, BaseFilter
 from novalite.scheduler.hoststate import HostState, RequestSpec
 from novalite.scheduler.weights import DEFAULT_WEIGHERS, BaseWeigher, weigh_hosts
+from novalite.servicegroup import is_up
+from novalite.store import placement
+from novalite.store.servers import upsert_service
 from novalite.tasks import cancel_and_wait
 
 log = get_logger("novalite.scheduler")
@@ -67,8 +68,6 @@ class SchedulerManager:
             await cancel_and_wait([self._heartbeat])
 
     async def _report_loop(self) -> None:
-        import socket
-
         host = self.rt.settings.host or socket.gethostname()
         while True:
             try:

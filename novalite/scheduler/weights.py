@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from novalite import placement
 from novalite.scheduler.hoststate import HostState, RequestSpec
+from novalite.store import placement
 
 
 class BaseWeigher:

@@ -18,8 +18,9 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from novalite.compute.quotas import QuotaExceeded, check_quota, limits_for, usage_for
+from novalite.api.errors import from_domain
 from novalite.db import schema as t
+from novalite.store.quotas import QuotaExceeded, check_quota, limits_for, usage_for
 from novalite.timeutil import utcnow
 from tests.functional.helpers import Who, create_server, make_image, make_person, wait_gone, wait_status
 
@@ -706,7 +707,7 @@ async def test_quota_helpers(cloud):
         with pytest.raises(QuotaExceeded) as err:
             await check_quota(conn, settings, alice.project_id, instances=1, cores=4, ram=512)
         assert str(err.value) == "Quota exceeded for cores: Requested 4, but already used 18 of 20 cores"
-        assert err.value.status == 403 and err.value.resource == "cores"
+        assert from_domain(err.value).status == 403 and err.value.resource == "cores"
         with pytest.raises(QuotaExceeded) as err:
             await check_quota(conn, settings, alice.project_id, instances=1, cores=4, ram=60000)
         assert str(err.value).startswith("Quota exceeded for cores, ram: Requested 4, 60000, but already used 18, 1024")

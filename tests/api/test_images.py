@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from novalite.images import get_image, image_path
+from novalite.images.files import image_path
+from novalite.store.images import get_image
 from tests.functional.helpers import Who, make_person
 
 PATCH = {"Content-Type": "application/openstack-images-v2.1-json-patch"}

@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import sqlalchemy as sa
 
-from novalite.console import tokens
 from novalite.db import schema as t
+from novalite.store import consoles as tokens
 from novalite.timeutil import utcnow
 from tests.api.test_compute_resources import person
 from tests.console.conftest import active_server, console_url, point_vnc_at, proxy_of

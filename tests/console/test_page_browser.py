@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from novalite.console import tokens
 from novalite.db import schema as t
+from novalite.store import consoles as tokens
 from novalite.timeutil import utcnow
 from tests.console.browser import canvas_stats, chromium_page, wait_status
 from tests.console.conftest import active_server, console_url, point_vnc_at

@@ -13,8 +13,8 @@ import pytest
 
 from novalite.config import Settings
 from novalite.console import proxy as proxymod
-from novalite.console import tokens
 from novalite.db import schema as t
+from novalite.store import consoles as tokens
 from novalite.timeutil import utcnow
 from tests.console.conftest import active_server, console_url, point_vnc_at, proxy_of
 from tests.console.fakevnc import BANNER

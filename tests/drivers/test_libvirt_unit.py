@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pycdlib
 import pytest
-from novalite_drivers import load_driver
 from novalite_drivers.base import (
     DriverError,
     Image,
@@ -30,6 +29,8 @@ from novalite_drivers.base import (
 from novalite_drivers.libvirt import LibvirtDriver, configdrive
 from novalite_drivers.libvirt import network as netmod
 from novalite_drivers.libvirt.xml import NOVALITE_NS, DiskSpec, DomainSpec, build_domain_xml, vnc_address
+
+from novalite.agent.drivers import load_driver
 
 from .conftest import UNIT_NETWORK
 

@@ -7,7 +7,7 @@ back with ``openstack console log show``.
 
 Network safety: guests sit on the ISOLATED libvirt network ``novalite-e2e-<pid>`` (no
 ``<forward>``: nothing leaves this host) on a free /24 of 10.213.100-199.0, which is
-novalite's ``network_cidr``. ``novalite serve`` creates it (node.prepare_libvirt_host); the
+novalite's ``network_cidr``. ``novalite serve`` creates it (the libvirt driver's prepare_host); the
 fixture removes it afterwards, and removes those of earlier runs that died. Two runs on one
 host do not meet (own network, own instances dir; the driver suffixes a domain name another
 cloud already uses). Needs libvirtd (scripts/setup-libvirt.sh): without it these tests fail,
@@ -411,10 +411,11 @@ def test_config_drive_read_by_the_guest(cloud, tmp_path):
 
 
 def test_agent_start_checks_the_guest_network(tmp_path, monkeypatch):
-    """novalite.node.prepare_libvirt_host on libvirt's test:/// driver: an existing network must
+    """The libvirt driver's prepare_host on libvirt's test:/// driver: an existing network must
     serve network_cidr; a missing one is created isolated (unless create_network is off)."""
-    from novalite.config import Settings
-    from novalite.node import prepare_libvirt_host
+    from novalite_drivers.base import DriverError, GuestNetwork
+    from novalite_drivers.libvirt import LibvirtDriver
+
     from tests.drivers.conftest import NODE_XML
 
     libvirt = _libvirt()
@@ -422,16 +423,14 @@ def test_agent_start_checks_the_guest_network(tmp_path, monkeypatch):
     node.write_text(NODE_XML.format(name="lab"))  # network "lab" on 10.213.99.0/24
     uri = f"test://{node}"
 
-    def settings(name: str, cidr: str, **options) -> Settings:
-        return Settings(driver="libvirt", driver_options={"uri": uri, **options}, network_name=name, network_cidr=cidr)
+    def prepare_host(name: str, cidr: str, **options) -> str | None:
+        return LibvirtDriver.prepare_host({"uri": uri, **options}, GuestNetwork(name, cidr))
 
-    with pytest.raises(RuntimeError, match=r"serves 10\.213\.99\.0/24, but network_cidr is 10\.213\.98\.0/24"):
-        prepare_libvirt_host(settings("lab", "10.213.98.0/24"))
-    good = settings("lab", "10.213.99.0/24")
-    assert prepare_libvirt_host(good) == "lab 10.213.99.0/24 (isolated libvirt network on nlunit0)"
-    assert good.driver_options["network"] == "lab"
-    with pytest.raises(RuntimeError, match="does not exist and create_network is off"):
-        prepare_libvirt_host(settings("other", "10.213.97.0/24", create_network=False))
+    with pytest.raises(DriverError, match=r"serves 10\.213\.99\.0/24, but network_cidr is 10\.213\.98\.0/24"):
+        prepare_host("lab", "10.213.98.0/24")
+    assert prepare_host("lab", "10.213.99.0/24") == "lab 10.213.99.0/24 (isolated libvirt network on nlunit0)"
+    with pytest.raises(DriverError, match="does not exist and create_network is off"):
+        prepare_host("other", "10.213.97.0/24", create_network=False)
 
     # test:/// keeps state per connection: look at what the function created through its own URI.
     created = []
@@ -444,7 +443,7 @@ def test_agent_start_checks_the_guest_network(tmp_path, monkeypatch):
         return conn
 
     monkeypatch.setattr(libvirt, "open", spy)
-    line = prepare_libvirt_host(settings("other", "10.213.97.0/24"))
+    line = prepare_host("other", "10.213.97.0/24")
     assert "isolated libvirt network" in line and "created now" in line
     xml = created[0].networkLookupByName("other").XMLDesc(0)
     assert "<forward" not in xml and "address='10.213.97.1'" in xml and "prefix='24'" in xml

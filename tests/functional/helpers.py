@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from novalite.context import RequestContext
 from novalite.db import schema as t
-from novalite.identity.tokens import issue_token, project_roles
+from novalite.store.tokens import issue_token, project_roles
 from novalite.timeutil import utcnow
 
 

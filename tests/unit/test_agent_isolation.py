@@ -6,9 +6,10 @@ import sys
 
 def test_agent_import_graph_has_no_database_layer():
     code = (
-        "import sys, novalite.compute.agent, novalite.cli, novalite_drivers.fake;"
-        "bad = sorted(m for m in sys.modules if m.startswith(('novalite.db', 'sqlalchemy', 'asyncpg', 'aiosqlite',"
-        " 'novalite.api', 'novalite.conductor', 'novalite.scheduler', 'novalite.placement')));"
+        "import sys, novalite.cli, novalite.agent.node, novalite_drivers.fake;"
+        "bad = sorted(m for m in sys.modules if m.startswith(('novalite.db', 'novalite.store', 'sqlalchemy',"
+        " 'asyncpg', 'aiosqlite', 'alembic', 'novalite.api', 'novalite.conductor', 'novalite.scheduler',"
+        " 'novalite.console', 'novalite.node')));"
         "print(','.join(bad))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

@@ -8,11 +8,9 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from novalite import placement
 from novalite.db import Database
 from novalite.db import schema as t
 from novalite.db.migrate import upgrade
-from novalite.placement import DISK_GB, MEMORY_MB, VCPU, Inventory, ProviderUsage
 from novalite.scheduler.filters import (
     AvailabilityZoneFilter,
     ComputeFilter,
@@ -22,6 +20,8 @@ from novalite.scheduler.filters import (
 )
 from novalite.scheduler.hoststate import HostState, RequestSpec
 from novalite.scheduler.weights import CPUWeigher, RAMWeigher, normalize, weigh_hosts
+from novalite.store import placement
+from novalite.store.placement import DISK_GB, MEMORY_MB, VCPU, Inventory, ProviderUsage
 
 FLAVOR = {"vcpus": 2, "memory_mb": 2048, "root_gb": 10, "ephemeral_gb": 0, "swap": 0}
 

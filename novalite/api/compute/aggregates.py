@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from novalite.api.app import context, json_response
 from novalite.api.compute.common import require_admin
 from novalite.api.errors import NotFound
+from novalite.api.http import context, json_response
 
 routes = web.RouteTableDef()
 

@@ -12,11 +12,11 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from novalite.api.app import context, json_response, runtime
 from novalite.api.compute.common import require_admin
 from novalite.api.compute.services import INTERNAL_ZONE, service_zone
-from novalite.compute.servicegroup import is_up
+from novalite.api.http import context, json_response, runtime
 from novalite.db import schema as t
+from novalite.servicegroup import is_up
 from novalite.timeutil import iso_micro
 
 routes = web.RouteTableDef()

@@ -6,9 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
-from novalite.api.app import runtime
 from novalite.api.compute.microversions import microversion
 from novalite.api.errors import BadRequest, Forbidden
+from novalite.api.http import runtime
 from novalite.context import RequestContext
 
 #: Nova's osapi_max_limit: the most items one page returns.

@@ -3,7 +3,7 @@
 
 The API asks the instance's compute agent over the bus where the guest's VNC server is
 (never the driver itself), stores a console auth token bound to that address and host
-(:mod:`novalite.console.tokens`), and answers the URL of novalite's noVNC page on the
+(:mod:`novalite.store.consoles`), and answers the URL of novalite's noVNC page on the
 console proxy. Only ``vnc``/``novnc`` consoles exist; every other protocol or type Nova's
 schema allows is "unavailable" (400), as on a Nova whose other consoles are disabled.
 """
@@ -14,17 +14,18 @@ from typing import Any
 
 from aiohttp import web
 
-from novalite.api.app import context, json_response, read_json, runtime
+from novalite import states
 from novalite.api.compute import server_actions
 from novalite.api.compute.common import require_admin, require_member
 from novalite.api.compute.microversions import microversion
 from novalite.api.compute.servers import get_instance_row, host_is_up
 from novalite.api.errors import ApiError, BadRequest, Conflict, NotFound, nova_body
+from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.validation import validate
 from novalite.bus import BusError, RemoteError
-from novalite.compute import records, states
-from novalite.console import tokens
 from novalite.console.proxy import console_base_url
+from novalite.store import consoles as tokens
+from novalite.store import servers as records
 
 routes = web.RouteTableDef()
 

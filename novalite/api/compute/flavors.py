@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from novalite.api.app import context, json_response, read_json, runtime
 from novalite.api.compute.common import links, next_link, page_params, require_admin, strict_query
 from novalite.api.compute.microversions import microversion
 from novalite.api.errors import BadRequest, Conflict, NotFound
+from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.validation import boolean, name_schema, to_bool, validate
 from novalite.context import RequestContext
 from novalite.db import schema as t

@@ -15,14 +15,14 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from novalite import placement
-from novalite.api.app import context, json_response, runtime
 from novalite.api.compute.common import next_link, page_params, require_admin
 from novalite.api.compute.microversions import microversion
 from novalite.api.compute.services import COMPUTE, is_uuid
 from novalite.api.errors import BadRequest, NotFound
-from novalite.compute.servicegroup import is_up
+from novalite.api.http import context, json_response, runtime
 from novalite.db import schema as t
+from novalite.servicegroup import is_up
+from novalite.store import placement
 from novalite.timeutil import utcnow
 
 routes = web.RouteTableDef()

@@ -13,12 +13,12 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from novalite.api.app import context, json_response, runtime
 from novalite.api.compute.common import next_link, page_params
 from novalite.api.compute.microversions import microversion
 from novalite.api.compute.servers import get_instance_row
 from novalite.api.compute.views import host_id
 from novalite.api.errors import BadRequest, NotFound
+from novalite.api.http import context, json_response, runtime
 from novalite.db import schema as t
 from novalite.timeutil import iso_micro, parse_iso
 

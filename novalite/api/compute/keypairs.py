@@ -20,13 +20,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from novalite.api.app import context, json_response, read_json, runtime
 from novalite.api.compute.common import next_link, page_params
 from novalite.api.compute.microversions import microversion
 from novalite.api.errors import BadRequest, Conflict, Forbidden, NotFound
+from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.validation import name_schema, validate
-from novalite.compute.quotas import limits_for
 from novalite.db import schema as t
+from novalite.store.quotas import limits_for
 from novalite.timeutil import iso_micro, utcnow
 
 routes = web.RouteTableDef()

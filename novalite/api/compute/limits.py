@@ -10,10 +10,10 @@ from typing import Any
 
 from aiohttp import web
 
-from novalite.api.app import context, json_response, runtime
 from novalite.api.compute.common import require_admin
 from novalite.api.compute.microversions import microversion
-from novalite.compute.quotas import limits_for, usage_for
+from novalite.api.http import context, json_response, runtime
+from novalite.store.quotas import limits_for, usage_for
 
 routes = web.RouteTableDef()
 

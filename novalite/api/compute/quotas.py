@@ -11,14 +11,14 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from novalite.api.app import context, json_response, read_json, runtime
 from novalite.api.compute.common import require_admin
 from novalite.api.compute.microversions import microversion
 from novalite.api.errors import BadRequest, Forbidden
+from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.validation import boolean, to_bool, validate
-from novalite.compute.quotas import REMOVED_2_36, REMOVED_2_57, RESOURCES, default_limits, limits_for, usage_for
 from novalite.context import RequestContext
 from novalite.db import schema as t
+from novalite.store.quotas import REMOVED_2_36, REMOVED_2_57, RESOURCES, default_limits, limits_for, usage_for
 
 routes = web.RouteTableDef()
 QUOTA_SETS = "/v2.1/os-quota-sets/{project_id}"

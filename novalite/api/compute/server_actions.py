@@ -15,14 +15,15 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from novalite.api.app import context, json_response, read_json, runtime
+from novalite import states
 from novalite.api.compute.common import require_admin, require_member
 from novalite.api.compute.microversions import microversion
 from novalite.api.compute.servers import get_instance_row, host_is_up
 from novalite.api.errors import BadRequest, Conflict
+from novalite.api.http import context, json_response, read_json, runtime
 from novalite.bus import BusError
-from novalite.compute import records, states
 from novalite.db import schema as t
+from novalite.store import servers as records
 from novalite.timeutil import utcnow
 
 routes = web.RouteTableDef()

@@ -7,10 +7,10 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from novalite.api.app import context, json_response, read_json, runtime
 from novalite.api.compute.common import require_member
 from novalite.api.compute.servers import get_instance_row
 from novalite.api.errors import BadRequest, Forbidden, NotFound
+from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.validation import metadata_schema, validate
 from novalite.db import schema as t
 from novalite.timeutil import utcnow

@@ -19,17 +19,29 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from novalite.api.app import context, json_response, read_json, runtime
-from novalite.api.compute.common import MAX_LIMIT, compute_base, page_params, require_admin, require_member
+from novalite import states
+from novalite.api.compute.common import (
+    MAX_LIMIT,
+    compute_base,
+    next_link,
+    page_params,
+    require_admin,
+    require_member,
+)
 from novalite.api.compute.microversions import microversion
 from novalite.api.compute.views import ViewFlags, detail_views, load_extras, server_view
 from novalite.api.errors import BadRequest, Conflict, Forbidden, NotFound
+from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.validation import metadata_schema, name_schema, to_bool, validate
-from novalite.compute import records, states
-from novalite.compute.servicegroup import is_up
 from novalite.context import RequestContext
 from novalite.db import schema as t
+from novalite.errors import NoMoreAddresses, QuotaExceeded
 from novalite.log import get_logger
+from novalite.servicegroup import is_up
+from novalite.store import servers as records
+from novalite.store.images import get_image
+from novalite.store.network import allocate_port
+from novalite.store.quotas import check_quota
 from novalite.timeutil import parse_iso, utcnow
 
 log = get_logger("novalite.api.servers")
@@ -154,8 +166,6 @@ async def _resolve_flavor(conn: Any, ctx: RequestContext, flavor_ref: Any) -> An
 
 
 async def _resolve_image(conn: Any, ctx: RequestContext, image_ref: str) -> dict[str, Any]:
-    from novalite.images import get_image
-
     ref = image_ref.rstrip("/").rsplit("/", 1)[-1]
     try:
         uuidlib.UUID(ref)
@@ -321,8 +331,6 @@ async def create(request: web.Request) -> web.Response:
                     [{"instance_uuid": uuid, "key": k, "value": v} for k, v in meta.items()],
                 )
             if want_port:
-                from novalite.network import NoMoreAddresses, allocate_port
-
                 try:
                     await allocate_port(conn, settings, uuid)
                 except NoMoreAddresses as exc:
@@ -388,8 +396,6 @@ async def _az_exists(conn: Any, az: str, default_az: str) -> bool:
 
 async def _check_quota(conn: Any, settings: Any, project_id: str, flavor: Any, min_count: int, max_count: int) -> int:
     """How many of min..max instances the project's quota allows; 403 if not even min_count."""
-    from novalite.compute.quotas import QuotaExceeded, check_quota
-
     allowed = max_count
     while True:
         try:
@@ -563,8 +569,6 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
             views = [server_view(request, r, None, mv, ctx, detail=False) for r in rows]
     body: dict[str, Any] = {"servers": views}
     if has_more or (limit and limit < MAX_LIMIT and len(rows) == limit and "limit" in q):
-        from novalite.api.compute.common import next_link
-
         body["servers_links"] = [next_link(request, "servers/detail" if detail else "servers", rows[-1].uuid, limit)]
     return json_response(body)
 

@@ -14,13 +14,13 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from novalite.api.app import context, json_response, read_json, runtime
 from novalite.api.compute.common import require_admin, strict_query
 from novalite.api.compute.microversions import microversion
 from novalite.api.errors import BadRequest, Conflict, NotFound
+from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.validation import boolean, to_bool, validate
-from novalite.compute.servicegroup import is_up
 from novalite.db import schema as t
+from novalite.servicegroup import is_up
 from novalite.timeutil import iso_micro
 
 routes = web.RouteTableDef()

@@ -14,10 +14,10 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from novalite.api.app import context, json_response, runtime
 from novalite.api.compute.common import MAX_LIMIT, next_link, page_params, require_admin
 from novalite.api.compute.microversions import microversion
 from novalite.api.errors import BadRequest, Forbidden
+from novalite.api.http import context, json_response, runtime
 from novalite.db import schema as t
 from novalite.timeutil import iso_micro, utcnow
 

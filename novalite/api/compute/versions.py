@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from novalite.api.app import json_response
 from novalite.api.compute.common import compute_base
 from novalite.api.compute.microversions import MAX, MIN
+from novalite.api.http import json_response
 
 routes = web.RouteTableDef()
 UPDATED = "2013-07-23T11:33:21Z"

@@ -15,13 +15,13 @@ import sqlalchemy as sa
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from novalite import states
 from novalite.api.compute.common import compute_base
 from novalite.api.compute.microversions import Microversion
-from novalite.compute import states
-from novalite.compute.records import instance_name
-from novalite.compute.servicegroup import is_up
 from novalite.context import RequestContext
 from novalite.db import schema as t
+from novalite.servicegroup import is_up
+from novalite.store.servers import instance_name
 from novalite.timeutil import iso
 
 #: Statuses whose ``progress`` Nova shows.

@@ -13,13 +13,13 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from novalite.api.app import json_response, runtime
 from novalite.api.errors import NotFound
+from novalite.api.http import json_response, runtime
 from novalite.api.identity.common import collection_links, enforce, not_found, query_bool, v3_base
 from novalite.api.identity.roles import role_view
 from novalite.db import schema as t
-from novalite.identity import store
-from novalite.identity.tokens import IMPLIED_ROLES, revoke_user_tokens
+from novalite.store import identity as store
+from novalite.store.tokens import IMPLIED_ROLES, revoke_user_tokens
 
 routes = web.RouteTableDef()
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from novalite.api.app import json_response, runtime
+from novalite.api.http import json_response, runtime
 from novalite.api.identity.common import collection_links, enforce, not_found, self_link
 from novalite.identity import catalog
 

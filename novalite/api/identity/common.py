@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from aiohttp import web
 from jsonschema import Draft4Validator
 
-from novalite.api.app import read_json, runtime
 from novalite.api.errors import BadRequest, Forbidden, NotFound
-from novalite.identity.tokens import TokenInfo
+from novalite.api.http import read_json, runtime
+from novalite.store.tokens import TokenInfo
 
 
 def token_info(request: web.Request) -> TokenInfo:

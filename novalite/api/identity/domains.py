@@ -10,10 +10,10 @@ from typing import Any
 
 from aiohttp import web
 
-from novalite.api.app import json_response
 from novalite.api.errors import Forbidden
+from novalite.api.http import json_response
 from novalite.api.identity.common import collection_links, enforce, not_found, query_bool, self_link
-from novalite.identity.store import DEFAULT_DOMAIN_ID, DEFAULT_DOMAIN_NAME
+from novalite.store.identity import DEFAULT_DOMAIN_ID, DEFAULT_DOMAIN_NAME
 
 routes = web.RouteTableDef()
 

@@ -11,8 +11,8 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 
-from novalite.api.app import json_response, runtime
 from novalite.api.errors import BadRequest, Conflict
+from novalite.api.http import json_response, runtime
 from novalite.api.identity.common import (
     boolean,
     collection_links,
@@ -26,9 +26,9 @@ from novalite.api.identity.common import (
     token_info,
 )
 from novalite.db import schema as t
-from novalite.identity import store
-from novalite.identity.bootstrap import new_id
-from novalite.identity.tokens import revoke_project_tokens
+from novalite.store import identity as store
+from novalite.store.bootstrap import new_id
+from novalite.store.tokens import revoke_project_tokens
 from novalite.timeutil import utcnow
 
 routes = web.RouteTableDef()

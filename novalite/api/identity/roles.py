@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 
-from novalite.api.app import json_response, runtime
 from novalite.api.errors import BadRequest, Conflict, Forbidden
+from novalite.api.http import json_response, runtime
 from novalite.api.identity.common import (
     collection_links,
     description,
@@ -25,9 +25,9 @@ from novalite.api.identity.common import (
     self_link,
 )
 from novalite.db import schema as t
-from novalite.identity import store
-from novalite.identity.bootstrap import DEFAULT_ROLES, new_id
-from novalite.identity.tokens import IMPLIED_ROLES, revoke_user_tokens
+from novalite.store import identity as store
+from novalite.store.bootstrap import DEFAULT_ROLES, new_id
+from novalite.store.tokens import IMPLIED_ROLES, revoke_user_tokens
 
 routes = web.RouteTableDef()
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-
 from aiohttp import web
 
-from novalite.api.app import Handler, authenticate, error_middleware
 from novalite.api.errors import keystone_body
+from novalite.api.http import Handler
+from novalite.api.identity import assignments, catalog, domains, projects, roles, tokens, users, versions
+from novalite.api.middleware import authenticate, error_middleware
 
 #: Handler modules, in the order their routes are registered.
-MODULES = ["versions", "tokens", "catalog", "domains", "projects", "users", "roles", "assignments"]
+MODULES = [versions, tokens, catalog, domains, projects, users, roles, assignments]
 
 #: (method, route) pairs that need no token: discovery, and getting a token.
 PUBLIC = {
@@ -39,7 +39,6 @@ async def identity_auth(request: web.Request, handler: Handler) -> web.StreamRes
 
 def build() -> web.Application:
     app = web.Application(middlewares=[error_middleware(keystone_body), identity_auth])
-    for name in MODULES:
-        module = import_module(f"novalite.api.identity.{name}")
+    for module in MODULES:
         app.add_routes(module.routes)
     return app

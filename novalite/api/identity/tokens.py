@@ -11,14 +11,14 @@ from typing import Any
 
 from aiohttp import web
 
-from novalite.api.app import json_response, read_json, runtime
 from novalite.api.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from novalite.api.http import json_response, read_json, runtime
 from novalite.api.identity.common import collection_links, enforce, token_info, validate
 from novalite.api.identity.projects import project_view
-from novalite.identity import store
 from novalite.identity.catalog import token_catalog
 from novalite.identity.passwords import burn_verify, verify_password
-from novalite.identity.tokens import TokenInfo, issue_token, project_roles, revoke_token, validate_token
+from novalite.store import identity as store
+from novalite.store.tokens import TokenInfo, issue_token, project_roles, revoke_token, validate_token
 
 routes = web.RouteTableDef()
 

@@ -11,8 +11,8 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 
-from novalite.api.app import json_response, runtime
 from novalite.api.errors import Conflict, Unauthorized
+from novalite.api.http import json_response, runtime
 from novalite.api.identity.common import (
     boolean,
     collection_links,
@@ -27,10 +27,10 @@ from novalite.api.identity.common import (
 )
 from novalite.api.identity.projects import project_view
 from novalite.db import schema as t
-from novalite.identity import store
-from novalite.identity.bootstrap import new_id
 from novalite.identity.passwords import hash_password, verify_password
-from novalite.identity.tokens import revoke_user_tokens
+from novalite.store import identity as store
+from novalite.store.bootstrap import new_id
+from novalite.store.tokens import revoke_user_tokens
 from novalite.timeutil import utcnow
 
 routes = web.RouteTableDef()

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from novalite.api.app import json_response
+from novalite.api.http import json_response
 from novalite.api.identity.common import v3_base
 
 routes = web.RouteTableDef()

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from novalite.api.errors import BadRequest, Forbidden, NotFound
 from novalite.context import RequestContext
-from novalite.images.records import can_modify, get_image
+from novalite.store.images import can_modify, get_image
 from novalite.timeutil import iso
 
 DISK_FORMATS = ("ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop")

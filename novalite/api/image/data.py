@@ -14,13 +14,13 @@ from typing import Any
 
 from aiohttp import web
 
-from novalite.api.app import context, json_response, read_json, runtime
 from novalite.api.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, UnsupportedMediaType
+from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.image.common import image_id_of, load_image, require_modify
 from novalite.db import schema as t
-from novalite.images.records import ACTIVE, DEACTIVATED, QUEUED, SAVING, UPLOADING
-from novalite.images.store import UploadTooLarge, delete_data, image_path, write_image
+from novalite.images.files import UploadTooLarge, delete_data, image_path, write_image
 from novalite.log import get_logger
+from novalite.store.images import ACTIVE, DEACTIVATED, QUEUED, SAVING, UPLOADING
 from novalite.timeutil import utcnow
 
 log = get_logger("novalite.api.image")

@@ -10,8 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from novalite.api.app import context, json_response, read_json, runtime
 from novalite.api.errors import BadRequest, Conflict, Forbidden, NotFound, UnsupportedMediaType
+from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.image.common import (
     CORE,
     READ_ONLY,
@@ -29,10 +29,10 @@ from novalite.api.image.common import (
 from novalite.api.image.data import IMPORT_METHODS
 from novalite.context import RequestContext
 from novalite.db import schema as t
-from novalite.images import records
-from novalite.images.records import ACTIVE, DEACTIVATED, QUEUED, is_member_of
-from novalite.images.store import delete_data
+from novalite.images.files import delete_data
 from novalite.log import get_logger
+from novalite.store import images as records
+from novalite.store.images import ACTIVE, DEACTIVATED, QUEUED, is_member_of
 from novalite.timeutil import parse_iso, utcnow
 
 log = get_logger("novalite.api.image")

@@ -11,12 +11,12 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from novalite.api.app import context, json_response, read_json, runtime
 from novalite.api.errors import BadRequest, Conflict, Forbidden, NotFound
+from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.image.common import image_id_of, load_image, require_modify
 from novalite.context import RequestContext
 from novalite.db import schema as t
-from novalite.images.records import can_modify
+from novalite.store.images import can_modify
 from novalite.timeutil import iso, utcnow
 
 routes = web.RouteTableDef()

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-
 from aiohttp import web
 
-from novalite.api.app import auth_middleware, error_middleware
 from novalite.api.errors import glance_body
+from novalite.api.image import data, images, members, schemas, versions
+from novalite.api.middleware import auth_middleware, error_middleware
 
-#: Handler modules; their routes do not overlap, so the order does not matter.
-MODULES = ["versions", "images", "data", "members", "schemas"]
+#: Handler modules, in the order their routes are registered.
+MODULES = [versions, images, data, members, schemas]
 
 #: Version discovery must answer before the client has a token (keystoneauth asks first).
 PUBLIC = {"/image", "/image/", "/image/versions", "/image/v2", "/image/v2/"}
@@ -18,7 +17,6 @@ PUBLIC = {"/image", "/image/", "/image/versions", "/image/v2", "/image/v2/"}
 
 def build() -> web.Application:
     app = web.Application(middlewares=[error_middleware(glance_body), auth_middleware(PUBLIC)])
-    for name in MODULES:
-        module = import_module(f"novalite.api.image.{name}")
+    for module in MODULES:
         app.add_routes(module.routes)
     return app

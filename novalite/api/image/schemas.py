@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from novalite.api.app import json_response
+from novalite.api.http import json_response
 from novalite.api.image.common import CONTAINER_FORMATS, DISK_FORMATS, READ_ONLY, VISIBILITIES
 
 routes = web.RouteTableDef()

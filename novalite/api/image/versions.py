@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from novalite.api.app import json_response, runtime
+from novalite.api.http import json_response, runtime
 
 routes = web.RouteTableDef()
 

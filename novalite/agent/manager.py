@@ -21,9 +21,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from novalite_drivers import load_driver
 from novalite_drivers.base import ComputeDriver, DriverError, Instance, InstanceNotFound, PowerState
 
+from novalite.agent.drivers import load_driver
+from novalite.agent.imagecache import fetch_image
 from novalite.bus import BusError
 from novalite.context import RequestContext
 from novalite.log import bind_request_id, get_logger
@@ -50,12 +51,15 @@ def now_iso() -> str:
 
 
 class ComputeAgent:
-    def __init__(self, rt: Runtime, host: str, driver: ComputeDriver | None = None) -> None:
+    def __init__(
+        self, rt: Runtime, host: str, driver: ComputeDriver | None = None, options: dict[str, Any] | None = None
+    ) -> None:
         self.rt = rt
         self.host = host
         self.topic = f"compute.{host}"
         settings = rt.settings
-        self.driver = driver or load_driver(settings.driver, host, settings.driver_options)
+        options = settings.driver_options if options is None else options
+        self.driver = driver or load_driver(settings.driver, host, options)
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.conductor_timeout = settings.rpc_timeout
@@ -340,8 +344,6 @@ class ComputeAgent:
 
     async def prepare_image(self, ctx: RequestContext, inst: Instance) -> None:
         """Fetch the image into this host's cache (drivers that need a local file)."""
-        from novalite.compute.imagecache import fetch_image
-
         await fetch_image(self.rt.settings, ctx, inst)
 
     async def stop_instance(self, ctx: RequestContext, instance: dict[str, Any], clean_shutdown: bool = True) -> None:

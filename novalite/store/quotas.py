@@ -13,8 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from novalite.api.errors import Forbidden
 from novalite.db import schema as t
+from novalite.errors import QuotaExceeded
 
 #: Every quota resource Nova knows, in Nova's order. The network and file-injection
 #: ones are fixed (they are only shown by old microversions).
@@ -41,24 +41,6 @@ REMOVED_2_57 = (*REMOVED_2_36, "injected_files", "injected_file_content_bytes", 
 
 UNLIMITED = -1
 
-
-class QuotaExceeded(Forbidden):
-    """Creating would exceed a quota: 403 with Nova's TooManyInstances message.
-
-    ``resource``/``requested``/``used``/``allowed`` are single values, or lists of
-    equal length when several resources are over at once.
-    """
-
-    def __init__(self, resource: Any, requested: Any, used: Any, allowed: Any) -> None:
-        def join(value: Any) -> str:
-            return ", ".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
-
-        self.resource, self.requested, self.used, self.allowed = resource, requested, used, allowed
-        overs = join(resource)
-        super().__init__(
-            f"Quota exceeded for {overs}: Requested {join(requested)}, but already used "
-            f"{join(used)} of {join(allowed)} {overs}"
-        )
 
 
 def default_limits(settings: Any) -> dict[str, int]:

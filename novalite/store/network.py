@@ -17,11 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from novalite.config import Settings
 from novalite.db import schema as t
+from novalite.errors import NoMoreAddresses
 from novalite.timeutil import utcnow
-
-
-class NoMoreAddresses(Exception):
-    pass
 
 
 def gateway(settings: Settings) -> str:

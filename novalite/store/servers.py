@@ -12,9 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from novalite import placement
-from novalite.compute import states
+from novalite import states
 from novalite.db import schema as t
+from novalite.store import placement
 from novalite.timeutil import utcnow
 
 NODE_NAMESPACE = uuidlib.UUID("5b1c8a86-7a4c-4b8e-a2a4-6e6f76616c69")

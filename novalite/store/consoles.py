@@ -23,7 +23,7 @@ from novalite.db import schema as t
 from novalite.log import get_logger
 from novalite.timeutil import utcnow
 
-log = get_logger("novalite.console.tokens")
+log = get_logger("novalite.store.consoles")
 
 #: Random bytes in a token (256 bits; the issue asks for at least 128).
 TOKEN_BYTES = 32

@@ -22,7 +22,7 @@ from novalite.config import Settings
 from novalite.context import RequestContext
 from novalite.log import get_logger
 
-log = get_logger("novalite.compute.imagecache")
+log = get_logger("novalite.agent.imagecache")
 
 _locks: dict[str, asyncio.Lock] = {}
 CHUNK = 1024 * 1024

@@ -1,0 +1,108 @@
+"""The middlewares: request ids and the access log, errors in each API's format, token auth."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+
+from novalite.api.errors import ApiError, MethodNotAllowed, NotFound, Unauthorized, from_domain, keystone_body
+from novalite.api.http import Handler, json_response, runtime
+from novalite.context import RequestContext, new_request_id
+from novalite.errors import NovaliteError
+from novalite.log import bind_request_id, get_logger
+from novalite.store.tokens import validate_token
+
+log = get_logger("novalite.api")
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = new_request_id()
+    request["request_id"] = request_id
+    started = time.perf_counter()
+    with bind_request_id(request_id):
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            response = exc
+        response.headers["x-openstack-request-id"] = request_id
+        if request.path.startswith("/compute"):
+            response.headers["X-Compute-Request-Id"] = request_id
+        log.info(
+            "api.request",
+            method=request.method,
+            path=request.path_qs,
+            status=response.status,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return response
+
+
+def error_middleware(render: Callable[[ApiError], dict]) -> Any:
+    """Render ApiErrors (and aiohttp's own 404/405s, and crashes) in one service's format."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as err:
+            body = keystone_body(err) if err.status == 401 else render(err)
+            return json_response(body, err.status, err.headers)
+        except NovaliteError as exc:
+            err = from_domain(exc)
+            return json_response(render(err), err.status)
+        except web.HTTPNotFound:
+            return json_response(render(NotFound("The resource could not be found.")), 404)
+        except web.HTTPMethodNotAllowed:
+            return json_response(render(MethodNotAllowed("The method is not allowed for this resource.")), 405)
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("api.unexpected_error", path=request.path)
+            err = ApiError("Unexpected API Error. Please report this at the novalite issue tracker.", 500)
+            return json_response(render(err), 500)
+
+    return middleware
+
+
+async def authenticate(request: web.Request, *, require_project: bool = True) -> None:
+    """Turn ``X-Auth-Token`` into ``request["token"]`` and ``request["context"]``, or raise 401.
+
+    Compute and image need a project-scoped token; identity also accepts unscoped ones.
+    """
+    token = request.headers.get("X-Auth-Token")
+    rt = runtime(request)
+    async with rt.db.connect() as conn:
+        info = await validate_token(conn, token)
+    if info is None or (require_project and not info.project_id):
+        raise Unauthorized(
+            "The request you have made requires authentication.",
+            headers={"WWW-Authenticate": f'Keystone uri="{rt.settings.public_base}/identity"'},
+        )
+    request["token"] = info
+    request["context"] = RequestContext(
+        request_id=request["request_id"],
+        user_id=info.user_id,
+        user_name=info.user_name,
+        project_id=info.project_id,
+        project_name=info.project_name,
+        roles=info.role_names,
+        auth_token=token,
+    )
+
+
+def auth_middleware(public: Iterable[str]) -> Any:
+    """Authenticate every request whose route is not in ``public`` (version documents)."""
+    public_paths = set(public)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        rel = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
+        if rel not in public_paths:
+            await authenticate(request)
+        return await handler(request)
+
+    return middleware
