@@ -212,7 +212,7 @@ async def scheduler_decision(hosts: int, samples: int) -> dict[str, Any]:
     from novalite.runtime import Runtime
     from novalite.scheduler.manager import SchedulerManager
     from novalite.store import placement
-    from novalite.store.servers import node_uuid, upsert_service
+    from novalite.store.hosts import node_uuid, upsert_service
     from novalite.timeutil import utcnow
 
     state = Path(tempfile.mkdtemp(prefix="novalite-sched-"))

@@ -27,7 +27,7 @@ from novalite.db import schema as t
 from novalite.log import bind_request_id, get_logger
 from novalite.runtime import Runtime
 from novalite.servicegroup import is_up
-from novalite.store import placement
+from novalite.store import actions, hosts, placement
 from novalite.store import servers as records
 from novalite.tasks import cancel_and_wait
 from novalite.timeutil import parse_iso, utcnow
@@ -105,7 +105,7 @@ class ConductorManager:
                     # Deleted while we scheduled it: give the room back, build nothing.
                     await placement.release(conn, uuid)
                     return
-                await records.record_event(
+                await actions.record_event(
                     conn,
                     uuid,
                     ctx.request_id,
@@ -134,7 +134,7 @@ class ConductorManager:
             )
             if result.rowcount:
                 await records.add_fault(conn, uuid, message, code=code, host=host)
-                await records.record_event(
+                await actions.record_event(
                     conn,
                     uuid,
                     ctx.request_id,
@@ -144,7 +144,7 @@ class ConductorManager:
                     result="Error",
                     traceback=message,
                 )
-                await records.finish_action(conn, uuid, ctx.request_id)
+                await actions.finish_action(conn, uuid, ctx.request_id)
         log.warning("conductor.build_failed", instance=uuid, reason=message)
 
     async def build_failed(
@@ -220,13 +220,13 @@ class ConductorManager:
     async def report_service(self, ctx: RequestContext, host: str, binary: str, availability_zone: str | None) -> dict:
         """A heartbeat. Returns the service's admin state so the agent can log it."""
         async with self.rt.db.begin() as conn:
-            row = await records.upsert_service(conn, host, binary, binary.replace("nova-", ""), availability_zone)
+            row = await hosts.upsert_service(conn, host, binary, binary.replace("nova-", ""), availability_zone)
         return {"id": row.uuid, "disabled": bool(row.disabled)}
 
     async def report_compute_node(self, ctx: RequestContext, host: str, resources: dict[str, Any]) -> str:
         """Create or update the host's compute node, resource provider and inventories."""
         node_name = resources.get("hypervisor_hostname") or host
-        uuid = records.node_uuid(node_name)
+        uuid = hosts.node_uuid(node_name)
         now = utcnow()
         settings = self.settings
         values = dict(
@@ -308,7 +308,7 @@ class ConductorManager:
         async with self.rt.db.begin() as conn:
             result = await conn.execute(t.instances.update().where(*where).values(**changes))
             if event:
-                await records.record_event(
+                await actions.record_event(
                     conn,
                     instance_uuid,
                     event.get("request_id") or ctx.request_id,
@@ -322,14 +322,14 @@ class ConductorManager:
             if fault:
                 await records.add_fault(conn, instance_uuid, fault, host=(event or {}).get("host"))
             if finish_action:
-                await records.finish_action(conn, instance_uuid, ctx.request_id)
+                await actions.finish_action(conn, instance_uuid, ctx.request_id)
         return result.rowcount > 0
 
     async def instance_destroyed(self, ctx: RequestContext, instance_uuid: str, host: str) -> None:
         """The agent removed the guest: free its resources and mark the instance deleted."""
         async with self.rt.db.begin() as conn:
             await records.finalize_delete(conn, instance_uuid)
-            await records.record_event(
+            await actions.record_event(
                 conn,
                 instance_uuid,
                 ctx.request_id,
@@ -338,7 +338,7 @@ class ConductorManager:
                 result="Success",
                 host=host,
             )
-            await records.finish_action(conn, instance_uuid, ctx.request_id)
+            await actions.finish_action(conn, instance_uuid, ctx.request_id)
 
     async def instances_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
         """What the database says should live on ``host`` (for the agent's reconciliation)."""
@@ -390,7 +390,7 @@ class ConductorManager:
         while True:
             try:
                 async with self.rt.db.begin() as conn:
-                    await records.upsert_service(conn, host, "nova-conductor", "conductor", "internal")
+                    await hosts.upsert_service(conn, host, "nova-conductor", "conductor", "internal")
             except Exception:
                 log.exception("conductor.report_failed")
             await asyncio.sleep(self.settings.report_interval)

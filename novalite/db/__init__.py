@@ -1,9 +1,10 @@
-"""Database access: one async engine for SQLite (aiosqlite) or PostgreSQL (asyncpg).
+"""The database itself: engine (SQLite inline or PostgreSQL over asyncpg), schema, migrations.
 
-Only controller-side services (API, conductor, scheduler, console) import this
-package; the compute agent reaches the database through the conductor alone.
+Nothing here knows a service: code reads and writes through :mod:`novalite.store`. Only
+controller-side processes import this package; the compute agent reaches the database
+through the conductor alone (import contracts in CI).
 """
 
-from novalite.db.engine import Database, async_url
+from novalite.db.engine import Connection, Database, async_url
 
-__all__ = ["Database", "async_url"]
+__all__ = ["Connection", "Database", "async_url"]

@@ -22,12 +22,13 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.engine import Connection as SyncConnection
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 
@@ -45,7 +46,7 @@ def async_url(url: str) -> str:
 class InlineConnection:
     """The awaitable face of a synchronous SQLite connection (same calls as AsyncConnection)."""
 
-    def __init__(self, sync: Connection) -> None:
+    def __init__(self, sync: SyncConnection) -> None:
         self.sync_connection = sync
 
     async def execute(self, statement: Any, parameters: Any = None) -> Any:
@@ -61,6 +62,11 @@ class InlineConnection:
     async def begin_nested(self) -> AsyncIterator[None]:
         with self.sync_connection.begin_nested():
             yield
+
+
+#: What ``Database.begin()`` / ``connect()`` yield and every store function takes: SQLAlchemy's
+#: AsyncConnection (PostgreSQL) or the inline SQLite connection with the same calls.
+Connection: TypeAlias = AsyncConnection | InlineConnection
 
 
 class Database:
@@ -95,7 +101,7 @@ class Database:
             )
 
     @asynccontextmanager
-    async def begin(self) -> AsyncIterator[Any]:
+    async def begin(self) -> AsyncIterator[Connection]:
         if self.is_sqlite:
             async with self._lock:
                 with self.sync_engine.begin() as sync:
@@ -105,7 +111,7 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def connect(self) -> AsyncIterator[Any]:
+    async def connect(self) -> AsyncIterator[Connection]:
         if self.is_sqlite:
             async with self._lock:
                 with self.sync_engine.connect() as sync:
@@ -142,5 +148,5 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin(conn: Connection) -> None:
+def _sqlite_begin(conn: SyncConnection) -> None:
     conn.exec_driver_sql("BEGIN")

@@ -26,7 +26,7 @@ from novalite.scheduler.hoststate import HostState, RequestSpec
 from novalite.scheduler.weights import DEFAULT_WEIGHERS, BaseWeigher, weigh_hosts
 from novalite.servicegroup import is_up
 from novalite.store import placement
-from novalite.store.servers import upsert_service
+from novalite.store.hosts import upsert_service
 from novalite.tasks import cancel_and_wait
 
 log = get_logger("novalite.scheduler")

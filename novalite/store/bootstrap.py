@@ -10,8 +10,8 @@ import secrets
 import uuid
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from novalite.db import Connection
 from novalite.db import schema as t
 from novalite.identity.passwords import hash_password
 from novalite.timeutil import utcnow
@@ -29,7 +29,7 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-async def ensure_roles(conn: AsyncConnection) -> dict[str, str]:
+async def ensure_roles(conn: Connection) -> dict[str, str]:
     existing = {r.name: r.id for r in await conn.execute(sa.select(t.roles.c.id, t.roles.c.name))}
     for name, description in DEFAULT_ROLES.items():
         if name not in existing:
@@ -38,7 +38,7 @@ async def ensure_roles(conn: AsyncConnection) -> dict[str, str]:
     return existing
 
 
-async def bootstrap_identity(conn: AsyncConnection, admin_password: str = "") -> str | None:
+async def bootstrap_identity(conn: Connection, admin_password: str = "") -> str | None:
     """Create roles, project ``admin`` and user ``admin``; return the password if generated now."""
     roles = await ensure_roles(conn)
     project_id = await conn.scalar(sa.select(t.projects.c.id).where(t.projects.c.name == "admin"))
@@ -78,7 +78,7 @@ async def bootstrap_identity(conn: AsyncConnection, admin_password: str = "") ->
     return generated
 
 
-async def set_password(conn: AsyncConnection, user_name: str, password: str) -> None:
+async def set_password(conn: Connection, user_name: str, password: str) -> None:
     await conn.execute(
         t.users.update().where(t.users.c.name == user_name).values(password_hash=await hash_password(password))
     )

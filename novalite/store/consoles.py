@@ -15,10 +15,10 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 
+from novalite.db import Connection
 from novalite.db import schema as t
 from novalite.log import get_logger
 from novalite.timeutil import utcnow
@@ -58,7 +58,7 @@ def hash_token(token: str) -> str:
 
 
 async def issue(
-    conn: Any,
+    conn: Connection,
     *,
     instance_uuid: str,
     console_type: str,
@@ -86,11 +86,11 @@ async def issue(
     return token
 
 
-async def purge_expired(conn: Any, now: datetime | None = None) -> None:
+async def purge_expired(conn: Connection, now: datetime | None = None) -> None:
     await conn.execute(t.console_auth_tokens.delete().where(t.console_auth_tokens.c.expires_at <= (now or utcnow())))
 
 
-async def check(conn: Any, token: str | None, now: datetime | None = None) -> ConsoleAuth:
+async def check(conn: Connection, token: str | None, now: datetime | None = None) -> ConsoleAuth:
     """The console the token grants, or :class:`TokenRefused` saying why not."""
     if not token or not _TOKEN_FORMAT.match(token):
         raise TokenRefused("malformed or missing token")
@@ -128,7 +128,7 @@ async def check(conn: Any, token: str | None, now: datetime | None = None) -> Co
     )
 
 
-async def lookup(conn: Any, token: str | None) -> ConsoleAuth | None:
+async def lookup(conn: Connection, token: str | None) -> ConsoleAuth | None:
     """Like :func:`check`, None instead of the reason."""
     try:
         return await check(conn, token)

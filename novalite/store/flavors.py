@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from novalite.db import Connection
 from novalite.db import schema as t
 from novalite.timeutil import utcnow
 
@@ -18,7 +18,7 @@ DEFAULT_FLAVORS = [
 ]
 
 
-async def ensure_default_flavors(conn: AsyncConnection) -> None:
+async def ensure_default_flavors(conn: Connection) -> None:
     """Create the default flavors once: only in a database that never had any flavor."""
     if await conn.scalar(sa.select(sa.func.count()).select_from(t.flavors)):
         return

@@ -10,8 +10,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from novalite.db import Connection
 from novalite.db import schema as t
 
 DEFAULT_DOMAIN_ID = "default"
@@ -35,29 +35,29 @@ def resolve_domain(ref: dict[str, Any] | None) -> str | None:
     return None
 
 
-async def get_project(conn: AsyncConnection, project_id: str) -> Row | None:
+async def get_project(conn: Connection, project_id: str) -> Row | None:
     return (await conn.execute(sa.select(t.projects).where(t.projects.c.id == project_id))).first()
 
 
-async def find_project(conn: AsyncConnection, name: str, domain_id: str = DEFAULT_DOMAIN_ID) -> Row | None:
+async def find_project(conn: Connection, name: str, domain_id: str = DEFAULT_DOMAIN_ID) -> Row | None:
     query = sa.select(t.projects).where(t.projects.c.name == name, t.projects.c.domain_id == domain_id)
     return (await conn.execute(query)).first()
 
 
-async def get_user(conn: AsyncConnection, user_id: str) -> Row | None:
+async def get_user(conn: Connection, user_id: str) -> Row | None:
     return (await conn.execute(sa.select(t.users).where(t.users.c.id == user_id))).first()
 
 
-async def find_user(conn: AsyncConnection, name: str, domain_id: str = DEFAULT_DOMAIN_ID) -> Row | None:
+async def find_user(conn: Connection, name: str, domain_id: str = DEFAULT_DOMAIN_ID) -> Row | None:
     query = sa.select(t.users).where(t.users.c.name == name, t.users.c.domain_id == domain_id)
     return (await conn.execute(query)).first()
 
 
-async def get_role(conn: AsyncConnection, role_id: str) -> Row | None:
+async def get_role(conn: Connection, role_id: str) -> Row | None:
     return (await conn.execute(sa.select(t.roles).where(t.roles.c.id == role_id))).first()
 
 
-async def user_projects(conn: AsyncConnection, user_id: str) -> list[Row]:
+async def user_projects(conn: Connection, user_id: str) -> list[Row]:
     """Projects the user holds at least one role on, by name."""
     has_role = sa.exists().where(
         t.role_assignments.c.user_id == user_id, t.role_assignments.c.project_id == t.projects.c.id
@@ -66,7 +66,7 @@ async def user_projects(conn: AsyncConnection, user_id: str) -> list[Row]:
 
 
 async def assignments(
-    conn: AsyncConnection,
+    conn: Connection,
     *,
     user_id: str | None = None,
     project_id: str | None = None,

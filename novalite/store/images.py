@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from novalite.context import RequestContext
+from novalite.db import Connection
 from novalite.db import schema as t
 
 #: Statuses an image goes through (Glance's, without the import-only ones).
@@ -59,7 +59,7 @@ def row_to_dict(row: Any) -> dict[str, Any]:
 
 
 async def get_image(
-    conn: AsyncConnection, image_id: str, ctx: RequestContext, *, for_update: bool = False
+    conn: Connection, image_id: str, ctx: RequestContext, *, for_update: bool = False
 ) -> dict[str, Any] | None:
     """The image record visible to ``ctx`` (all columns; ``properties`` and ``tags`` decoded).
 

@@ -13,9 +13,9 @@ import uuid as uuidlib
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from novalite.config import Settings
+from novalite.db import Connection
 from novalite.db import schema as t
 from novalite.errors import NoMoreAddresses
 from novalite.timeutil import utcnow
@@ -31,7 +31,7 @@ def random_mac() -> str:
     return f"fa:16:3e:{random.randint(0, 255):02x}:{random.randint(0, 255):02x}:{random.randint(0, 255):02x}"
 
 
-async def allocate_port(conn: AsyncConnection, settings: Settings, instance_uuid: str) -> dict[str, str]:
+async def allocate_port(conn: Connection, settings: Settings, instance_uuid: str) -> dict[str, str]:
     """Give the instance a port with a free IP of the network (the gateway, .1, is skipped)."""
     net = ipaddress.ip_network(settings.network_cidr)
     used = {r[0] for r in await conn.execute(sa.select(t.ports.c.ip).where(t.ports.c.network == settings.network_name))}

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from novalite.db import Connection
 from novalite.db import schema as t
 from novalite.db.engine import Database
 
@@ -81,13 +81,13 @@ def flavor_resources(flavor: dict) -> dict[str, int]:
     }
 
 
-async def ensure_provider(conn: AsyncConnection, uuid: str, name: str) -> None:
+async def ensure_provider(conn: Connection, uuid: str, name: str) -> None:
     exists = await conn.scalar(sa.select(t.resource_providers.c.uuid).where(t.resource_providers.c.uuid == uuid))
     if not exists:
         await conn.execute(t.resource_providers.insert().values(uuid=uuid, name=name, generation=0))
 
 
-async def set_inventories(conn: AsyncConnection, provider_uuid: str, inventories: dict[str, Inventory]) -> bool:
+async def set_inventories(conn: Connection, provider_uuid: str, inventories: dict[str, Inventory]) -> bool:
     """Replace the provider's inventories if they differ; bumps the generation. Returns True if changed."""
     current = await _inventories(conn, provider_uuid)
     if current == inventories:
@@ -117,7 +117,7 @@ async def set_inventories(conn: AsyncConnection, provider_uuid: str, inventories
     return True
 
 
-async def _inventories(conn: AsyncConnection, provider_uuid: str) -> dict[str, Inventory]:
+async def _inventories(conn: Connection, provider_uuid: str) -> dict[str, Inventory]:
     rows = await conn.execute(sa.select(t.inventories).where(t.inventories.c.provider_uuid == provider_uuid))
     return {
         r.resource_class: Inventory(
@@ -132,7 +132,7 @@ async def _inventories(conn: AsyncConnection, provider_uuid: str) -> dict[str, I
     }
 
 
-async def provider_usage(conn: AsyncConnection, provider_uuid: str) -> ProviderUsage | None:
+async def provider_usage(conn: Connection, provider_uuid: str) -> ProviderUsage | None:
     row = (
         await conn.execute(sa.select(t.resource_providers).where(t.resource_providers.c.uuid == provider_uuid))
     ).first()
@@ -149,7 +149,7 @@ async def provider_usage(conn: AsyncConnection, provider_uuid: str) -> ProviderU
     return usage
 
 
-async def all_usages(conn: AsyncConnection) -> dict[str, ProviderUsage]:
+async def all_usages(conn: Connection) -> dict[str, ProviderUsage]:
     """Every provider with its inventories and usage, in three queries (the scheduler's view)."""
     usages = {
         r.uuid: ProviderUsage(uuid=r.uuid, name=r.name, generation=r.generation)
@@ -176,7 +176,7 @@ async def all_usages(conn: AsyncConnection) -> dict[str, ProviderUsage]:
     return usages
 
 
-async def _claim_once(conn: AsyncConnection, consumer_uuid: str, provider_uuid: str, resources: dict[str, int]) -> bool:
+async def _claim_once(conn: Connection, consumer_uuid: str, provider_uuid: str, resources: dict[str, int]) -> bool:
     usage = await provider_usage(conn, provider_uuid)
     if usage is None or not usage.fits(resources):
         return False
@@ -216,7 +216,7 @@ async def claim(db: Database, consumer_uuid: str, provider_uuid: str, resources:
     return False
 
 
-async def release(conn: AsyncConnection, consumer_uuid: str) -> None:
+async def release(conn: Connection, consumer_uuid: str) -> None:
     """Free everything the consumer holds (its instance was deleted or failed to build)."""
     providers = [
         r[0]

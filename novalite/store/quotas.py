@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from novalite.db import Connection
 from novalite.db import schema as t
 from novalite.errors import QuotaExceeded
 
@@ -42,7 +42,6 @@ REMOVED_2_57 = (*REMOVED_2_36, "injected_files", "injected_file_content_bytes", 
 UNLIMITED = -1
 
 
-
 def default_limits(settings: Any) -> dict[str, int]:
     """The limits of a project without overrides (Nova's defaults, core ones from settings)."""
     return {
@@ -63,7 +62,7 @@ def default_limits(settings: Any) -> dict[str, int]:
     }
 
 
-async def limits_for(conn: AsyncConnection, settings: Any, project_id: str) -> dict[str, int]:
+async def limits_for(conn: Connection, settings: Any, project_id: str) -> dict[str, int]:
     """The project's limit for every resource (-1 is unlimited)."""
     limits = default_limits(settings)
     rows = await conn.execute(
@@ -75,7 +74,7 @@ async def limits_for(conn: AsyncConnection, settings: Any, project_id: str) -> d
     return limits
 
 
-async def usage_for(conn: AsyncConnection, project_id: str, user_id: str | None = None) -> dict[str, int]:
+async def usage_for(conn: Connection, project_id: str, user_id: str | None = None) -> dict[str, int]:
     """What the project uses now; ``key_pairs`` counts the user's (0 without a user)."""
     usage = dict.fromkeys(RESOURCES, 0)
     row = (
@@ -95,9 +94,7 @@ async def usage_for(conn: AsyncConnection, project_id: str, user_id: str | None 
     return usage
 
 
-async def check_quota(
-    conn: AsyncConnection, settings: Any, project_id: str, instances: int, cores: int, ram: int
-) -> None:
+async def check_quota(conn: Connection, settings: Any, project_id: str, instances: int, cores: int, ram: int) -> None:
     """Raise :class:`QuotaExceeded` unless the project can add these resources."""
     limits = await limits_for(conn, settings, project_id)
     usage = await usage_for(conn, project_id)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from novalite.db import Connection
 from novalite.db import schema as t
 from novalite.timeutil import utcnow
 
@@ -42,7 +42,7 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def project_roles(conn: AsyncConnection, user_id: str, project_id: str) -> list[dict[str, str]]:
+async def project_roles(conn: Connection, user_id: str, project_id: str) -> list[dict[str, str]]:
     """The roles ``user_id`` holds on ``project_id``, with implied roles added.
 
     Keystone's default roles imply each other: admin ⊃ manager ⊃ member ⊃ reader.
@@ -65,7 +65,7 @@ async def project_roles(conn: AsyncConnection, user_id: str, project_id: str) ->
 
 
 async def issue_token(
-    conn: AsyncConnection,
+    conn: Connection,
     user_id: str,
     project_id: str | None,
     roles: list[dict[str, str]],
@@ -98,7 +98,7 @@ async def issue_token(
     return token, issued, expires, audit_id
 
 
-async def validate_token(conn: AsyncConnection, token: str | None) -> TokenInfo | None:
+async def validate_token(conn: Connection, token: str | None) -> TokenInfo | None:
     """Return the token's identity, or None if it is unknown, expired or its user disabled."""
     if not token:
         return None
@@ -137,12 +137,12 @@ async def validate_token(conn: AsyncConnection, token: str | None) -> TokenInfo 
     )
 
 
-async def revoke_token(conn: AsyncConnection, token: str) -> bool:
+async def revoke_token(conn: Connection, token: str) -> bool:
     result = await conn.execute(t.tokens.delete().where(t.tokens.c.id_hash == token_hash(token)))
     return result.rowcount > 0
 
 
-async def revoke_user_tokens(conn: AsyncConnection, user_id: str, project_id: str | None = None) -> int:
+async def revoke_user_tokens(conn: Connection, user_id: str, project_id: str | None = None) -> int:
     """Revoke a user's tokens (on one project only, if given).
 
     Called when a role is removed or a password changes: token roles are a snapshot
@@ -155,12 +155,12 @@ async def revoke_user_tokens(conn: AsyncConnection, user_id: str, project_id: st
     return result.rowcount
 
 
-async def revoke_project_tokens(conn: AsyncConnection, project_id: str) -> int:
+async def revoke_project_tokens(conn: Connection, project_id: str) -> int:
     """Revoke every token scoped to a project (the project is being deleted)."""
     result = await conn.execute(t.tokens.delete().where(t.tokens.c.project_id == project_id))
     return result.rowcount
 
 
-async def purge_expired(conn: AsyncConnection) -> int:
+async def purge_expired(conn: Connection) -> int:
     result = await conn.execute(t.tokens.delete().where(t.tokens.c.expires_at <= utcnow()))
     return result.rowcount

@@ -23,6 +23,7 @@ from novalite.api.errors import BadRequest, Conflict
 from novalite.api.http import context, json_response, read_json, runtime
 from novalite.bus import BusError
 from novalite.db import schema as t
+from novalite.store import actions
 from novalite.store import servers as records
 from novalite.timeutil import utcnow
 
@@ -97,7 +98,7 @@ async def _run(request: web.Request, action: PowerAction, **agent_args: Any) -> 
         )
         if changed.rowcount != 1:
             raise _conflict(action.name, server_id, "task_state", "(changed concurrently)")
-        await records.start_action(conn, server_id, action.name, ctx.request_id, ctx.user_id, ctx.project_id)
+        await actions.start_action(conn, server_id, action.name, ctx.request_id, ctx.user_id, ctx.project_id)
         payload = await records.payload_from_row(conn, row)
     await rt.bus.cast(ctx, f"compute.{row.host}", action.agent_method, instance=payload, **agent_args)
     return web.Response(status=202)
@@ -168,7 +169,7 @@ async def _set_lock(request: web.Request, locked: bool, reason: str | None) -> w
             .where(t.instances.c.uuid == server_id)
             .values(locked=locked, locked_reason=reason, updated_at=utcnow())
         )
-        await records.start_action(conn, server_id, action, ctx.request_id, ctx.user_id, ctx.project_id)
+        await actions.start_action(conn, server_id, action, ctx.request_id, ctx.user_id, ctx.project_id)
     return web.Response(status=202)
 
 

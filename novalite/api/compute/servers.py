@@ -38,6 +38,7 @@ from novalite.db import schema as t
 from novalite.errors import NoMoreAddresses, QuotaExceeded
 from novalite.log import get_logger
 from novalite.servicegroup import is_up
+from novalite.store import actions
 from novalite.store import servers as records
 from novalite.store.images import get_image
 from novalite.store.network import allocate_port
@@ -335,7 +336,7 @@ async def create(request: web.Request) -> web.Response:
                     await allocate_port(conn, settings, uuid)
                 except NoMoreAddresses as exc:
                     raise Conflict(str(exc)) from None
-            await records.start_action(conn, uuid, "create", ctx.request_id, ctx.user_id, ctx.project_id)
+            await actions.start_action(conn, uuid, "create", ctx.request_id, ctx.user_id, ctx.project_id)
 
     spec = {
         "project_id": ctx.project_id,
@@ -675,7 +676,7 @@ async def delete(request: web.Request) -> web.Response:
         row = await get_instance_row(conn, ctx, server_id)
         if row.locked and not ctx.is_admin:
             raise Conflict(f"Instance {server_id} is locked")
-        await records.start_action(conn, server_id, "delete", ctx.request_id, ctx.user_id, ctx.project_id)
+        await actions.start_action(conn, server_id, "delete", ctx.request_id, ctx.user_id, ctx.project_id)
         local = row.host is None or not await host_is_up(conn, row.host, rt.settings.service_down_time)
         if local:
             if row.host:
@@ -686,7 +687,7 @@ async def delete(request: web.Request) -> web.Response:
                     reason="compute host is down; its guest will be reported as unknown when it returns",
                 )
             await records.finalize_delete(conn, server_id)
-            await records.finish_action(conn, server_id, ctx.request_id)
+            await actions.finish_action(conn, server_id, ctx.request_id)
             return web.Response(status=204)
         await conn.execute(
             t.instances.update()

@@ -1,0 +1,79 @@
+"""Instance actions and their events (``openstack server event list``), keyed by request id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from novalite.db import Connection
+from novalite.db import schema as t
+from novalite.timeutil import utcnow
+
+
+async def start_action(
+    conn: Connection, instance_uuid: str, action: str, request_id: str, user_id: str | None, project_id: str | None
+) -> None:
+    now = utcnow()
+    await conn.execute(
+        t.instance_actions.insert().values(
+            instance_uuid=instance_uuid,
+            request_id=request_id,
+            action=action,
+            user_id=user_id,
+            project_id=project_id,
+            start_time=now,
+            updated_at=now,
+        )
+    )
+
+
+async def record_event(
+    conn: Connection,
+    instance_uuid: str,
+    request_id: str,
+    event: str,
+    *,
+    start_time: Any = None,
+    finish_time: Any = None,
+    result: str | None = None,
+    traceback: str | None = None,
+    host: str | None = None,
+    details: str | None = None,
+) -> None:
+    """Add an event to the action of ``request_id`` (and note a failure on the action)."""
+    action = (
+        await conn.execute(
+            sa.select(t.instance_actions.c.id).where(
+                t.instance_actions.c.instance_uuid == instance_uuid, t.instance_actions.c.request_id == request_id
+            )
+        )
+    ).first()
+    if action is None:
+        return
+    now = utcnow()
+    await conn.execute(
+        t.instance_action_events.insert().values(
+            action_id=action.id,
+            event=event,
+            start_time=start_time or now,
+            finish_time=finish_time,
+            result=result,
+            traceback=traceback,
+            host=host,
+            details=details,
+        )
+    )
+    values: dict[str, Any] = {"updated_at": now}
+    if result == "Error":
+        values["message"] = "Error"
+    await conn.execute(t.instance_actions.update().where(t.instance_actions.c.id == action.id).values(**values))
+
+
+async def finish_action(conn: Connection, instance_uuid: str, request_id: str) -> None:
+    now = utcnow()
+    await conn.execute(
+        t.instance_actions.update()
+        .where(t.instance_actions.c.instance_uuid == instance_uuid, t.instance_actions.c.request_id == request_id)
+        .values(finish_time=now, updated_at=now)
+    )
