@@ -159,7 +159,7 @@ def _driver_summary(node: Any) -> str:
     driver = agents[0].driver if agents else None
     virt_type = getattr(driver, "virt_type", None)
     if virt_type is None:
-        return settings.driver
+        return str(settings.driver)
     kind = {"qemu": "TCG emulation", "kvm": "hardware virtualisation"}.get(virt_type, virt_type)
     uri = getattr(driver, "uri", None)
     return f"{settings.driver} (virt_type {virt_type}: {kind}{f', {uri}' if uri else ''})"

@@ -9,6 +9,7 @@ through the bus, so the same roles spread over processes and hosts by configurat
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +147,7 @@ class Node:
         site = web.TCPSite(self._runner, rt.settings.listen_host, rt.settings.listen_port, reuse_address=True)
         await site.start()
         server = site._server
-        if server is not None and server.sockets:  # the real port when listen asked for :0
+        if isinstance(server, asyncio.Server) and server.sockets:  # the real port when listen asked for :0
             self.port = server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

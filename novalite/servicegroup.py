@@ -16,4 +16,4 @@ def is_up(service: Any, down_time: float, now: datetime | None = None) -> bool:
     last = get("last_seen_up")
     if last is None:
         return False
-    return (now or utcnow()) - last <= timedelta(seconds=down_time)
+    return bool((now or utcnow()) - last <= timedelta(seconds=down_time))

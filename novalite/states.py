@@ -1,4 +1,6 @@
-"""Instance states: Nova's vm_state/task_state values and the API ``status`` derived from them."""
+"""Instance states: Nova's vm_state/task_state values and the API ``status`` derived from them.
+
+Pure vocabulary, shared by both sides of the database line (the agent imports it too)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,11 @@ UNPAUSING = "unpausing"
 SUSPENDING = "suspending"
 RESUMING = "resuming"
 DELETING = "deleting"
+
+#: Task states of power operations: found at agent start, their operation was lost with the agent.
+POWER_TASKS = frozenset(
+    {POWERING_OFF, POWERING_ON, REBOOTING, REBOOTING_HARD, PAUSING, UNPAUSING, SUSPENDING, RESUMING}
+)
 
 _STATUS = {
     ACTIVE: {"default": "ACTIVE", REBOOTING: "REBOOT", REBOOTING_HARD: "HARD_REBOOT"},

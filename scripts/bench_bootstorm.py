@@ -209,7 +209,7 @@ async def scheduler_decision(hosts: int, samples: int) -> dict[str, Any]:
     from novalite.db import Database
     from novalite.db import schema as t
     from novalite.db.migrate import upgrade
-    from novalite.runtime import Runtime
+    from novalite.runtime import ControllerRuntime
     from novalite.scheduler.manager import SchedulerManager
     from novalite.store import placement
     from novalite.store.hosts import node_uuid, upsert_service
@@ -249,7 +249,7 @@ async def scheduler_decision(hosts: int, samples: int) -> dict[str, Any]:
                     placement.DISK_GB: placement.Inventory(total=2000),
                 },
             )
-    rt = Runtime(settings=settings, bus=Bus(make_transport("memory://")), db=db)
+    rt = ControllerRuntime(settings=settings, bus=Bus(make_transport("memory://")), db=db)
     sched = SchedulerManager(rt)
     await sched.refresh(force=True)
     flavor = {"vcpus": 1, "memory_mb": 512, "root_gb": 1, "ephemeral_gb": 0, "swap": 0}

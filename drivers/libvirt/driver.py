@@ -83,7 +83,7 @@ from novalite_drivers.libvirt.xml import (
 try:
     import libvirt
 except ImportError:  # pragma: no cover - reported by init_host
-    libvirt = None  # type: ignore[assignment]
+    libvirt = None
 
 LOG = logging.getLogger("novalite_drivers.libvirt")
 GiB = 1024**3
@@ -195,7 +195,8 @@ def _qemu_img_info(path: str, fmt: str | None = None) -> dict[str, Any]:
     cmd = ["qemu-img", "info", "--output=json"]
     if fmt:
         cmd += ["-f", fmt]
-    return json.loads(_run(*cmd, path))
+    info: dict[str, Any] = json.loads(_run(*cmd, path))
+    return info
 
 
 def _dhcp_name(hostname: str) -> str:

@@ -22,7 +22,7 @@ from novalite_drivers.base import DriverError
 try:  # the package imports without libvirt-python; the driver reports it at init_host
     import libvirt
 except ImportError:  # pragma: no cover
-    libvirt = None  # type: ignore[assignment]
+    libvirt = None
 
 LOG = logging.getLogger("novalite_drivers.libvirt")
 
@@ -42,7 +42,7 @@ def _update_flags(net: Any) -> int:
         flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
     if not net.isPersistent():
         flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
-    return flags
+    return int(flags)
 
 
 def _dhcp_hosts(net: Any) -> list[dict[str, str]]:

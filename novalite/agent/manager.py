@@ -3,7 +3,7 @@
 It serves the bus topic ``compute.<host>``, runs each operation on its driver, and
 reports the outcome — instance states, action events, faults, heartbeats, resources —
 to the conductor over the bus. It has no database access at all: this module and
-everything it imports stay clear of ``novalite.db`` (a test walks the import graph),
+everything it imports stay clear of ``novalite.db`` (an import contract in CI),
 so a compromised hypervisor host holds no database credentials.
 
 Operations on one instance are serialized by a per-instance lock; operations on
@@ -23,6 +23,7 @@ from typing import Any
 
 from novalite_drivers.base import ComputeDriver, DriverError, Instance, InstanceNotFound, PowerState
 
+from novalite import states
 from novalite.agent.drivers import load_driver
 from novalite.agent.imagecache import fetch_image
 from novalite.bus import BusError
@@ -34,16 +35,11 @@ from novalite.tasks import cancel_and_wait
 log = get_logger("novalite.compute")
 
 BINARY = "nova-compute"
+#: The action event of a build (Nova's name, shown by ``openstack server event show``).
+BUILD_EVENT = "compute__do_build_and_run_instance"
 #: How many heartbeats pass between two resource reports.
 RESOURCE_REPORT_EVERY = 6
 
-#: Task states of power operations; found at start, their operation was lost with the agent.
-STALE_TASKS = frozenset(
-    {"powering-off", "powering-on", "rebooting", "rebooting_hard", "pausing", "unpausing", "suspending", "resuming"}
-)
-
-# vm_state / task_state values (the agent keeps its own copy: it must not import DB-side modules)
-ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR = "active", "stopped", "paused", "suspended", "error"
 
 
 def now_iso() -> str:
@@ -155,6 +151,26 @@ class ComputeAgent:
     async def _conductor(self, ctx: RequestContext, method: str, **args: Any) -> Any:
         return await self.rt.bus.call(ctx, "conductor", method, timeout=self.conductor_timeout, **args)
 
+    async def _record(
+        self,
+        ctx: RequestContext,
+        uuid: str,
+        event: str,
+        started: str,
+        values: dict[str, Any],
+        error: BaseException | str | None = None,
+        **update: Any,
+    ) -> Any:
+        """``conductor.instance_update`` with the action event of one operation: Success, or
+        Error with the traceback (an exception, or a message when there is no traceback)."""
+        record: dict[str, Any] = {"event": event, "start_time": started, "host": self.host}
+        if error is None:
+            record["result"] = "Success"
+        else:
+            record["result"] = "Error"
+            record["traceback"] = error if isinstance(error, str) else "".join(tb.format_exception(error))
+        return await self._conductor(ctx, "instance_update", instance_uuid=uuid, values=values, event=record, **update)
+
     async def reconcile(self, ctx: RequestContext) -> None:
         """Compare the database's view of this host with the hypervisor's, at start.
 
@@ -168,19 +184,19 @@ class ComputeAgent:
             log.warning(
                 "compute.unknown_guest", instance=uuid, host=self.host, hint="not in the database; left untouched"
             )
-        states: dict[str, int] = {}
+        power: dict[str, int] = {}
         for inst in expected:
             uuid = inst["uuid"]
-            if inst.get("task_state") in STALE_TASKS:
+            if inst.get("task_state") in states.POWER_TASKS:
                 # The operation's message died with the previous agent (or the whole all-in-one
                 # process): end the task, and let the power sync below say what the guest is.
                 log.warning("compute.stale_task_cleared", instance=uuid, task_state=inst["task_state"])
                 await self._conductor(ctx, "instance_update", instance_uuid=uuid, values={"task_state": None})
-            if inst.get("task_state") == "deleting":
+            if inst.get("task_state") == states.DELETING:
                 await self.terminate_instance(ctx, inst)
                 continue
             if uuid not in present:
-                if inst["vm_state"] == "building":
+                if inst["vm_state"] == states.BUILDING:
                     # The build died with the previous agent; rescheduling is the conductor's call.
                     await self._conductor(
                         ctx,
@@ -192,19 +208,19 @@ class ComputeAgent:
                     )
                 else:
                     log.warning("compute.guest_missing", instance=uuid, vm_state=inst["vm_state"])
-                    states[uuid] = int(PowerState.NOSTATE)
+                    power[uuid] = int(PowerState.NOSTATE)
                 continue
             with contextlib.suppress(DriverError):
-                states[uuid] = int(await self.driver.get_power_state(Instance.from_dict(inst)))
-        if states:
-            await self._conductor(ctx, "sync_power_states", host=self.host, power_states=states)
+                power[uuid] = int(await self.driver.get_power_state(Instance.from_dict(inst)))
+        if power:
+            await self._conductor(ctx, "sync_power_states", host=self.host, power_states=power)
 
     async def sync_power_states(self, ctx: RequestContext) -> None:
-        states: dict[str, int] = {}
+        power: dict[str, int] = {}
         for uuid in await self.driver.list_instances():
             with contextlib.suppress(DriverError):
-                states[uuid] = int(await self.driver.get_power_state(Instance(uuid=uuid, name="")))
-        await self._conductor(ctx, "sync_power_states", host=self.host, power_states=states)
+                power[uuid] = int(await self.driver.get_power_state(Instance(uuid=uuid, name="")))
+        await self._conductor(ctx, "sync_power_states", host=self.host, power_states=power)
 
     async def _on_lifecycle_event(self, uuid: str, state: PowerState) -> None:
         ctx = RequestContext.admin()
@@ -251,33 +267,12 @@ class ComputeAgent:
                 values: dict[str, Any] = {"task_state": None}
                 with contextlib.suppress(DriverError):
                     values["power_state"] = int(await self.driver.get_power_state(inst))
-                await self._conductor(
-                    ctx,
-                    "instance_update",
-                    instance_uuid=uuid,
-                    values=values,
-                    finish_action=True,
-                    fault=message,
-                    event={
-                        "event": event,
-                        "start_time": started,
-                        "result": "Error",
-                        "host": self.host,
-                        "traceback": "".join(tb.format_exception(exc)),
-                    },
-                )
+                await self._record(ctx, uuid, event, started, values, exc, finish_action=True, fault=message)
                 return False
             values = {"vm_state": vm_state, "task_state": None, "power_state": int(PowerState.NOSTATE)}
             with contextlib.suppress(DriverError):
                 values["power_state"] = int(await self.driver.get_power_state(inst))
-            await self._conductor(
-                ctx,
-                "instance_update",
-                instance_uuid=uuid,
-                values=values,
-                finish_action=True,
-                event={"event": event, "start_time": started, "result": "Success", "host": self.host},
-            )
+            await self._record(ctx, uuid, event, started, values, finish_action=True)
         log.info(
             "compute.operation_done", instance=uuid, action_event=event, ms=round((time.perf_counter() - t0) * 1000, 1)
         )
@@ -305,36 +300,14 @@ class ComputeAgent:
                 log.warning("compute.build_failed", instance=uuid, error=message)
                 with contextlib.suppress(Exception):
                     await self.driver.destroy(inst)
-                await self._conductor(
-                    ctx,
-                    "instance_update",
-                    instance_uuid=uuid,
-                    values={},
-                    event={
-                        "event": "compute__do_build_and_run_instance",
-                        "start_time": started,
-                        "result": "Error",
-                        "host": self.host,
-                        "traceback": "".join(tb.format_exception(exc)),
-                    },
-                )
+                await self._record(ctx, uuid, BUILD_EVENT, started, {}, exc)
                 await self._conductor(
                     ctx, "build_failed", instance_uuid=uuid, host=self.host, message=message, reschedule=True
                 )
                 return
-            updated = await self._conductor(
-                ctx,
-                "instance_update",
-                instance_uuid=uuid,
-                values={"vm_state": ACTIVE, "task_state": None, "power_state": power, "launched_at": now_iso()},
-                expect_vm_state="building",
-                finish_action=True,
-                event={
-                    "event": "compute__do_build_and_run_instance",
-                    "start_time": started,
-                    "result": "Success",
-                    "host": self.host,
-                },
+            active = {"vm_state": states.ACTIVE, "task_state": None, "power_state": power, "launched_at": now_iso()}
+            updated = await self._record(
+                ctx, uuid, BUILD_EVENT, started, active, expect_vm_state=states.BUILDING, finish_action=True
             )
             if not updated:
                 # Deleted (or failed by the build watchdog) while we built it: do not leave
@@ -349,26 +322,26 @@ class ComputeAgent:
     async def stop_instance(self, ctx: RequestContext, instance: dict[str, Any], clean_shutdown: bool = True) -> None:
         timeout = 60.0 if clean_shutdown else 0.0
         work = functools.partial(self.driver.power_off, timeout=timeout)
-        await self._operate(ctx, instance, "compute_stop_instance", work, STOPPED)
+        await self._operate(ctx, instance, "compute_stop_instance", work, states.STOPPED)
 
     async def start_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
-        await self._operate(ctx, instance, "compute_start_instance", self.driver.power_on, ACTIVE)
+        await self._operate(ctx, instance, "compute_start_instance", self.driver.power_on, states.ACTIVE)
 
     async def reboot_instance(self, ctx: RequestContext, instance: dict[str, Any], reboot_type: str = "SOFT") -> None:
         work = functools.partial(self.driver.reboot, hard=reboot_type.upper() == "HARD")
-        await self._operate(ctx, instance, "compute_reboot_instance", work, ACTIVE)
+        await self._operate(ctx, instance, "compute_reboot_instance", work, states.ACTIVE)
 
     async def pause_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
-        await self._operate(ctx, instance, "compute_pause_instance", self.driver.pause, PAUSED)
+        await self._operate(ctx, instance, "compute_pause_instance", self.driver.pause, states.PAUSED)
 
     async def unpause_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
-        await self._operate(ctx, instance, "compute_unpause_instance", self.driver.unpause, ACTIVE)
+        await self._operate(ctx, instance, "compute_unpause_instance", self.driver.unpause, states.ACTIVE)
 
     async def suspend_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
-        await self._operate(ctx, instance, "compute_suspend_instance", self.driver.suspend, SUSPENDED)
+        await self._operate(ctx, instance, "compute_suspend_instance", self.driver.suspend, states.SUSPENDED)
 
     async def resume_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
-        await self._operate(ctx, instance, "compute_resume_instance", self.driver.resume, ACTIVE)
+        await self._operate(ctx, instance, "compute_resume_instance", self.driver.resume, states.ACTIVE)
 
     async def terminate_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
         uuid = instance["uuid"]
@@ -381,20 +354,16 @@ class ComputeAgent:
             except Exception as exc:
                 message = str(exc)
                 log.warning("compute.destroy_failed", instance=uuid, error=message)
-                await self._conductor(
+                failed = {"vm_state": states.ERROR, "task_state": None}
+                await self._record(
                     ctx,
-                    "instance_update",
-                    instance_uuid=uuid,
-                    values={"vm_state": ERROR, "task_state": None},
+                    uuid,
+                    "compute_terminate_instance",
+                    now_iso(),
+                    failed,
+                    message,
                     finish_action=True,
                     fault=message,
-                    event={
-                        "event": "compute_terminate_instance",
-                        "start_time": now_iso(),
-                        "result": "Error",
-                        "host": self.host,
-                        "traceback": message,
-                    },
                 )
                 return
             await self._conductor(ctx, "instance_destroyed", instance_uuid=uuid, host=self.host)

@@ -8,6 +8,7 @@ Glance: ``{"code": "404 Not Found", "title": "Not Found", "message": "..."}``.
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Any
 
 from novalite import errors as domain
 
@@ -84,16 +85,16 @@ class ServiceUnavailable(ApiError):
     status = 503
 
 
-def nova_body(err: ApiError) -> dict:
+def nova_body(err: ApiError) -> dict[str, Any]:
     name = NOVA_FAULT_NAMES.get(err.status, "computeFault")
     return {name: {"code": err.status, "message": err.message}}
 
 
-def keystone_body(err: ApiError) -> dict:
+def keystone_body(err: ApiError) -> dict[str, Any]:
     return {"error": {"code": err.status, "message": err.message, "title": err.title}}
 
 
-def glance_body(err: ApiError) -> dict:
+def glance_body(err: ApiError) -> dict[str, Any]:
     return {"code": f"{err.status} {err.title}", "title": err.title, "message": err.message}
 
 

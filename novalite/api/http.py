@@ -52,4 +52,5 @@ def runtime(request: web.Request) -> Any:
 
 def context(request: web.Request) -> RequestContext:
     """The authenticated request context (set by :func:`auth_middleware`)."""
-    return request["context"]
+    ctx: RequestContext = request["context"]
+    return ctx

@@ -41,7 +41,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         return response
 
 
-def error_middleware(render: Callable[[ApiError], dict]) -> Any:
+def error_middleware(render: Callable[[ApiError], dict[str, Any]]) -> Any:
     """Render ApiErrors (and aiohttp's own 404/405s, and crashes) in one service's format."""
 
     @web.middleware
@@ -52,8 +52,8 @@ def error_middleware(render: Callable[[ApiError], dict]) -> Any:
             body = keystone_body(err) if err.status == 401 else render(err)
             return json_response(body, err.status, err.headers)
         except NovaliteError as exc:
-            err = from_domain(exc)
-            return json_response(render(err), err.status)
+            mapped = from_domain(exc)
+            return json_response(render(mapped), mapped.status)
         except web.HTTPNotFound:
             return json_response(render(NotFound("The resource could not be found.")), 404)
         except web.HTTPMethodNotAllowed:
@@ -62,8 +62,8 @@ def error_middleware(render: Callable[[ApiError], dict]) -> Any:
             raise
         except Exception:
             log.exception("api.unexpected_error", path=request.path)
-            err = ApiError("Unexpected API Error. Please report this at the novalite issue tracker.", 500)
-            return json_response(render(err), 500)
+            crash = ApiError("Unexpected API Error. Please report this at the novalite issue tracker.", 500)
+            return json_response(render(crash), 500)
 
     return middleware
 

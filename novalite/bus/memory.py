@@ -8,6 +8,8 @@ listens wait in the topic's queue, as they would in a durable broker queue.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
 from novalite.bus.errors import TransportError
 from novalite.bus.transport import Handler, Transport
@@ -34,8 +36,8 @@ class MemoryTransport(Transport):
             queue = self._queues[topic] = asyncio.Queue()
         return queue
 
-    def _spawn(self, coro: object) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

@@ -79,7 +79,7 @@ class Database:
         self._lock = asyncio.Lock()
         if self.is_sqlite:
             memory = not parsed.database or parsed.database == ":memory:"
-            if not memory:
+            if parsed.database and not memory:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             self.sync_engine: Engine = create_engine(
                 async_url(url),

@@ -33,7 +33,7 @@ async def startup_lock(db: Database) -> AsyncIterator[None]:
     if db.is_sqlite:
         yield
         return
-    async with db.connect() as conn:
+    async with db.engine.connect() as conn:
         await conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": STARTUP_LOCK_KEY})
         await conn.commit()
         try:

@@ -15,6 +15,8 @@ Groups:
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -42,7 +44,7 @@ metadata = MetaData(
 )
 
 
-def ts(name: str, nullable: bool = True) -> Column:
+def ts(name: str, nullable: bool = True) -> Column[Any]:
     return Column(name, DateTime(timezone=False), nullable=nullable)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -50,9 +51,9 @@ MIN = Microversion(*MIN_VERSION)
 MAX = Microversion(*MAX_VERSION)
 
 
-def requested_version(headers: dict[str, str] | object) -> str | None:
+def requested_version(headers: Mapping[str, str]) -> str | None:
     """The version string the client asked for, or None."""
-    get = headers.get  # type: ignore[attr-defined]
+    get = headers.get
     value = get("OpenStack-API-Version")
     if value:
         for item in value.split(","):
@@ -82,7 +83,8 @@ def negotiate(raw: str | None) -> Microversion:
 
 def microversion(request: web.Request) -> Microversion:
     """The negotiated microversion of this request."""
-    return request["microversion"]
+    mv: Microversion = request["microversion"]
+    return mv
 
 
 @web.middleware
