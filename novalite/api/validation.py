@@ -6,6 +6,7 @@ Nova reports schema failures as ``Invalid input for field/attribute <path>. Valu
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import jsonschema
@@ -13,14 +14,27 @@ from jsonschema import Draft4Validator
 
 from novalite.api.errors import BadRequest
 
-_validators: dict[int, Draft4Validator] = {}
+#: The most validators kept. Handlers pass module-level schemas (a few dozen in all), so
+#: this is never reached in normal use; it bounds the cache if a schema is built per call.
+MAX_VALIDATORS = 256
+
+#: Compiled validators by ``id(schema)``, least recently used first. The validator keeps
+#: its schema alive, and a hit is checked with ``is``: an id reused by a new dict after an
+#: eviction can never return another schema's validator.
+_validators: OrderedDict[int, Draft4Validator] = OrderedDict()
 
 
 def _validator(schema: dict[str, Any]) -> Draft4Validator:
+    """The compiled validator of ``schema`` (compiling is far dearer than validating)."""
     key = id(schema)
     validator = _validators.get(key)
-    if validator is None:
-        validator = _validators[key] = Draft4Validator(schema, format_checker=jsonschema.FormatChecker())
+    if validator is not None and validator.schema is schema:
+        _validators.move_to_end(key)
+        return validator
+    validator = _validators[key] = Draft4Validator(schema, format_checker=jsonschema.FormatChecker())
+    _validators.move_to_end(key)
+    while len(_validators) > MAX_VALIDATORS:
+        _validators.popitem(last=False)
     return validator
 
 
@@ -61,7 +75,23 @@ metadata_schema = {
 }
 
 
+#: The words OpenStack (oslo's ``strutils.bool_from_string``) reads as booleans, in any case.
+TRUE_WORDS = frozenset({"1", "t", "true", "on", "y", "yes"})
+FALSE_WORDS = frozenset({"0", "f", "false", "off", "n", "no"})
+
+
+def bool_word(value: str) -> bool | None:
+    """True or False for one of the boolean words (spaces and case ignored); None for anything else."""
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    return None
+
+
 def to_bool(value: Any) -> bool:
+    """Lenient: anything but a true word is false."""
     if isinstance(value, bool):
         return value
-    return str(value).strip().lower() in ("true", "1", "yes", "on", "y", "t")
+    return bool_word(str(value)) is True

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from novalite.db import Connection
 from novalite.db import schema as t
 from novalite.errors import QuotaExceeded
+from novalite.store.keypairs import count_keypairs
 
 #: Every quota resource Nova knows, in Nova's order. The network and file-injection
 #: ones are fixed (they are only shown by old microversions).
@@ -88,10 +89,27 @@ async def usage_for(conn: Connection, project_id: str, user_id: str | None = Non
     ).one()
     usage["instances"], usage["cores"], usage["ram"] = int(row[0]), int(row[1]), int(row[2])
     if user_id:
-        usage["key_pairs"] = int(
-            await conn.scalar(sa.select(sa.func.count()).where(t.keypairs.c.user_id == user_id)) or 0
-        )
+        usage["key_pairs"] = await count_keypairs(conn, user_id)
     return usage
+
+
+async def set_limits(conn: Connection, project_id: str, limits: dict[str, int]) -> None:
+    """Override the project's limits for these resources (others keep theirs)."""
+    for resource, hard_limit in limits.items():
+        changed = await conn.execute(
+            t.quotas.update()
+            .where(t.quotas.c.project_id == project_id, t.quotas.c.resource == resource)
+            .values(hard_limit=hard_limit)
+        )
+        if not changed.rowcount:
+            await conn.execute(
+                t.quotas.insert().values(project_id=project_id, resource=resource, hard_limit=hard_limit)
+            )
+
+
+async def reset_limits(conn: Connection, project_id: str) -> None:
+    """Drop every override: the project is back to the default limits."""
+    await conn.execute(t.quotas.delete().where(t.quotas.c.project_id == project_id))
 
 
 async def check_quota(conn: Connection, settings: Any, project_id: str, instances: int, cores: int, ram: int) -> None:

@@ -10,18 +10,16 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import sqlalchemy as sa
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from novalite.api.compute.common import links, next_link, page_params, require_admin, strict_query
 from novalite.api.compute.microversions import microversion
 from novalite.api.errors import BadRequest, Conflict, NotFound
 from novalite.api.http import context, json_response, read_json, runtime
-from novalite.api.validation import boolean, name_schema, to_bool, validate
-from novalite.context import RequestContext
-from novalite.db import schema as t
-from novalite.timeutil import utcnow
+from novalite.api.validation import bool_word, boolean, name_schema, to_bool, validate
+from novalite.store import flavors as store
+from novalite.store.flavors import SORT_KEYS, FlavorFilters, NewFlavor, get_flavor
+from novalite.store.identity import get_project
 
 routes = web.RouteTableDef()
 
@@ -130,23 +128,6 @@ def _tenant_action(name: str) -> dict[str, Any]:
 ADD_TENANT = _tenant_action("addTenantAccess")
 REMOVE_TENANT = _tenant_action("removeTenantAccess")
 
-SORT_KEYS = {
-    "created_at": t.flavors.c.created_at,
-    "description": t.flavors.c.description,
-    "disabled": t.flavors.c.disabled,
-    "ephemeral_gb": t.flavors.c.ephemeral_gb,
-    "flavorid": t.flavors.c.flavorid,
-    "id": t.flavors.c.id,
-    "is_public": t.flavors.c.is_public,
-    "memory_mb": t.flavors.c.memory_mb,
-    "name": t.flavors.c.name,
-    "root_gb": t.flavors.c.root_gb,
-    "rxtx_factor": t.flavors.c.rxtx_factor,
-    "swap": t.flavors.c.swap,
-    "updated_at": t.flavors.c.created_at,  # flavors are immutable but for the description
-    "vcpu_weight": t.flavors.c.id,
-    "vcpus": t.flavors.c.vcpus,
-}
 LIST_QUERY = {"limit", "marker", "is_public", "minRam", "minDisk", "sort_key", "sort_dir"}
 
 
@@ -186,32 +167,14 @@ def flavor_view(request: web.Request, row: Any) -> dict[str, Any]:
 # -- lookups --------------------------------------------------------------------------------------
 
 
-def _visible(ctx: RequestContext) -> Any:
-    """Rows the caller may see: all for admins, else public or on the access list."""
-    if ctx.is_admin:
-        return sa.true()
-    shared = sa.select(t.flavor_projects.c.flavor_id).where(t.flavor_projects.c.project_id == ctx.project_id)
-    return sa.or_(t.flavors.c.is_public == sa.true(), t.flavors.c.id.in_(shared))
-
-
-async def get_flavor(conn: AsyncConnection, ctx: RequestContext, flavor_id: str) -> Any:
-    """The flavor row, or Nova's 404 when missing or not visible to the caller."""
-    row = (await conn.execute(sa.select(t.flavors).where(t.flavors.c.flavorid == flavor_id, _visible(ctx)))).first()
-    if row is None:
-        raise NotFound(f"Flavor {flavor_id} could not be found.")
-    return row
-
-
 def _parse_is_public(value: str | None) -> bool | None:
     if value is None:
         return True
     if value.strip().lower() == "none":
         return None
-    lowered = value.strip().lower()
-    if lowered in ("1", "t", "true", "on", "y", "yes"):
-        return True
-    if lowered in ("0", "f", "false", "off", "n", "no"):
-        return False
+    parsed = bool_word(value)
+    if parsed is not None:
+        return parsed
     raise BadRequest(f"Invalid is_public filter [{value}]")
 
 
@@ -224,7 +187,7 @@ async def _list(request: web.Request) -> list[Any]:
     if sort_key not in SORT_KEYS:
         raise BadRequest(
             f"Invalid input for query parameters sort_key. Value: {sort_key}. "
-            f"{sort_key!r} is not one of {sorted(SORT_KEYS)}"
+            f"{sort_key!r} is not one of {list(SORT_KEYS)}"
         )
     if sort_dir not in ("asc", "desc"):
         raise BadRequest(
@@ -232,36 +195,20 @@ async def _list(request: web.Request) -> list[Any]:
             f"{sort_dir!r} is not one of ['asc', 'desc']"
         )
     limit, marker = page_params(request)
-    where: list[Any] = []
-    if ctx.is_admin:
-        is_public = _parse_is_public(query.get("is_public"))
-        if is_public is True:
-            shared = sa.select(t.flavor_projects.c.flavor_id).where(t.flavor_projects.c.project_id == ctx.project_id)
-            where.append(sa.or_(t.flavors.c.is_public == sa.true(), t.flavors.c.id.in_(shared)))
-        elif is_public is False:
-            where.append(t.flavors.c.is_public == sa.false())
-    else:
-        where.append(_visible(ctx))
-        where.append(t.flavors.c.disabled == sa.false())
-    for param, column in (("minRam", t.flavors.c.memory_mb), ("minDisk", t.flavors.c.root_gb)):
+    is_public = _parse_is_public(query.get("is_public")) if ctx.is_admin else True
+    minimum: dict[str, int | None] = {}
+    for param in ("minRam", "minDisk"):
+        minimum[param] = None
         if param in query:
             try:
-                where.append(column >= int(query[param]))
+                minimum[param] = int(query[param])
             except ValueError:
                 raise BadRequest(f"Invalid {param} filter [{query[param]}]") from None
-    column = SORT_KEYS[sort_key]
-    order = [
-        column.asc() if sort_dir == "asc" else column.desc(),
-        t.flavors.c.id.asc() if sort_dir == "asc" else t.flavors.c.id.desc(),
-    ]
+    filters = FlavorFilters(is_public=is_public, min_ram=minimum["minRam"], min_disk=minimum["minDisk"])
     async with runtime(request).db.connect() as conn:
-        rows = list(await conn.execute(sa.select(t.flavors).where(*where).order_by(*order)))
-    if marker is not None:
-        ids = [r.flavorid for r in rows]
-        if marker not in ids:
-            raise BadRequest(f"marker [{marker}] not found")
-        rows = rows[ids.index(marker) + 1 :]
-    return rows[:limit]
+        return await store.list_flavors(
+            conn, ctx, filters=filters, sort_key=sort_key, sort_dir=sort_dir, limit=limit, marker=marker
+        )
 
 
 def _paged(request: web.Request, items: list[dict[str, Any]], rows: list[Any], collection: str) -> dict[str, Any]:
@@ -303,7 +250,7 @@ async def create_flavor(request: web.Request) -> web.Response:
     vals = body["flavor"]
     flavorid = vals.get("id")
     flavorid = str(uuid.uuid4()) if flavorid is None else str(flavorid)
-    row = dict(
+    new = NewFlavor(
         flavorid=flavorid,
         name=vals["name"],
         memory_mb=int(vals["ram"]),
@@ -313,25 +260,17 @@ async def create_flavor(request: web.Request) -> web.Response:
         swap=int(vals.get("swap", 0)),
         rxtx_factor=float(vals.get("rxtx_factor", 1.0)),
         is_public=to_bool(vals.get("os-flavor-access:is_public", True)),
-        disabled=False,
         description=vals.get("description") if mv.at_least("2.55") else None,
-        extra_specs={},
-        created_at=utcnow(),
     )
     # JSON Schema's minimum ignores digit strings ("0"); Nova checks them as numbers.
-    for field, column, least in (("ram", "memory_mb", 1), ("vcpus", "vcpus", 1)):
-        if row[column] < least:
+    for field, value, least in (("ram", new.memory_mb, 1), ("vcpus", new.vcpus, 1)):
+        if value < least:
             raise BadRequest(
                 f"Invalid input for field/attribute {field}. Value: {vals[field]}. "
-                f"{row[column]} is less than the minimum of {least}"
+                f"{value} is less than the minimum of {least}"
             )
     async with runtime(request).db.begin() as conn:
-        if await conn.scalar(sa.select(t.flavors.c.id).where(t.flavors.c.name == row["name"])):
-            raise Conflict(f"Flavor with name {row['name']} already exists.")
-        if await conn.scalar(sa.select(t.flavors.c.id).where(t.flavors.c.flavorid == flavorid)):
-            raise Conflict(f"Flavor with ID {flavorid} already exists.")
-        await conn.execute(t.flavors.insert().values(**row))
-        created = (await conn.execute(sa.select(t.flavors).where(t.flavors.c.flavorid == flavorid))).one()
+        created = await store.create_flavor(conn, new)
     return json_response({"flavor": flavor_view(request, created)})
 
 
@@ -345,10 +284,7 @@ async def update_flavor(request: web.Request) -> web.Response:
     flavor_id = request.match_info["flavor_id"]
     async with runtime(request).db.begin() as conn:
         row = await get_flavor(conn, ctx, flavor_id)
-        await conn.execute(
-            t.flavors.update().where(t.flavors.c.id == row.id).values(description=body["flavor"]["description"])
-        )
-        row = (await conn.execute(sa.select(t.flavors).where(t.flavors.c.id == row.id))).one()
+        row = await store.set_description(conn, row.id, body["flavor"]["description"])
     return json_response({"flavor": flavor_view(request, row)})
 
 
@@ -358,8 +294,7 @@ async def delete_flavor(request: web.Request) -> web.Response:
     require_admin(ctx, "os_compute_api:os-flavor-manage:delete")
     async with runtime(request).db.begin() as conn:
         row = await get_flavor(conn, ctx, request.match_info["flavor_id"])
-        await conn.execute(t.flavor_projects.delete().where(t.flavor_projects.c.flavor_id == row.id))
-        await conn.execute(t.flavors.delete().where(t.flavors.c.id == row.id))
+        await store.delete_flavor(conn, row.id)
     return web.Response(status=202)
 
 
@@ -379,9 +314,7 @@ def _check_spec_values(specs: dict[str, Any]) -> dict[str, str]:
 async def _save_specs(request: web.Request, flavor_id: str, new: dict[str, str]) -> None:
     async with runtime(request).db.begin() as conn:
         row = await get_flavor(conn, context(request), flavor_id)
-        specs = dict(row.extra_specs or {})
-        specs.update(new)
-        await conn.execute(t.flavors.update().where(t.flavors.c.id == row.id).values(extra_specs=specs))
+        await store.merge_extra_specs(conn, row, new)
 
 
 @routes.get(FLAVORS + "/{flavor_id}/os-extra_specs")
@@ -427,28 +360,15 @@ async def delete_extra_spec(request: web.Request) -> web.Response:
     flavor_id, key = request.match_info["flavor_id"], request.match_info["key"]
     async with runtime(request).db.begin() as conn:
         row = await get_flavor(conn, context(request), flavor_id)
-        specs = dict(row.extra_specs or {})
-        if key not in specs:
-            raise NotFound(f"Flavor {flavor_id} has no extra specs with key {key}.")
-        del specs[key]
-        await conn.execute(t.flavors.update().where(t.flavors.c.id == row.id).values(extra_specs=specs))
+        await store.delete_extra_spec(conn, row, key)
     return web.Response(status=200)
 
 
 # -- access ---------------------------------------------------------------------------------------
 
 
-async def _access_list(conn: AsyncConnection, row: Any) -> dict[str, Any]:
-    projects = await conn.execute(
-        sa.select(t.flavor_projects.c.project_id)
-        .where(t.flavor_projects.c.flavor_id == row.id)
-        .order_by(t.flavor_projects.c.project_id)
-    )
-    return {"flavor_access": [{"flavor_id": row.flavorid, "tenant_id": p} for (p,) in projects]}
-
-
-async def _project_exists(conn: AsyncConnection, project_id: str) -> bool:
-    return bool(await conn.scalar(sa.select(sa.func.count()).where(t.projects.c.id == project_id)))
+def _access_view(row: Any, projects: list[str]) -> dict[str, Any]:
+    return {"flavor_access": [{"flavor_id": row.flavorid, "tenant_id": p} for p in projects]}
 
 
 @routes.get(FLAVORS + "/{flavor_id}/os-flavor-access")
@@ -459,7 +379,8 @@ async def list_flavor_access(request: web.Request) -> web.Response:
         row = await get_flavor(conn, ctx, request.match_info["flavor_id"])
         if row.is_public:
             raise NotFound("Access list not available for public flavors.")
-        return json_response(await _access_list(conn, row))
+        projects = await store.access_projects(conn, row.id)
+    return json_response(_access_view(row, projects))
 
 
 @routes.post(FLAVORS + "/{flavor_id}/action")
@@ -470,34 +391,21 @@ async def flavor_action(request: web.Request) -> web.Response:
         require_admin(ctx, "os_compute_api:os-flavor-access:add_tenant_access")
         tenant = validate(body, ADD_TENANT)["addTenantAccess"]["tenant"]
         async with runtime(request).db.begin() as conn:
-            if not await _project_exists(conn, tenant):
+            if await get_project(conn, tenant) is None:
                 raise BadRequest(f"Project ID {tenant} is not a valid project.")
             row = await get_flavor(conn, ctx, request.match_info["flavor_id"])
             if row.is_public and microversion(request).at_least("2.7"):
                 raise Conflict("Can not add access to a public flavor.")
-            exists = await conn.scalar(
-                sa.select(sa.func.count()).where(
-                    t.flavor_projects.c.flavor_id == row.id, t.flavor_projects.c.project_id == tenant
-                )
-            )
-            if exists:
-                raise Conflict(
-                    f"Flavor access already exists for flavor {row.flavorid} and project {tenant} combination."
-                )
-            await conn.execute(t.flavor_projects.insert().values(flavor_id=row.id, project_id=tenant))
-            return json_response(await _access_list(conn, row))
+            await store.add_access(conn, row, tenant)
+            projects = await store.access_projects(conn, row.id)
+        return json_response(_access_view(row, projects))
     if isinstance(body, dict) and "removeTenantAccess" in body:
         require_admin(ctx, "os_compute_api:os-flavor-access:remove_tenant_access")
         tenant = validate(body, REMOVE_TENANT)["removeTenantAccess"]["tenant"]
         async with runtime(request).db.begin() as conn:
             row = await get_flavor(conn, ctx, request.match_info["flavor_id"])
-            deleted = await conn.execute(
-                t.flavor_projects.delete().where(
-                    t.flavor_projects.c.flavor_id == row.id, t.flavor_projects.c.project_id == tenant
-                )
-            )
-            if not deleted.rowcount:
-                raise NotFound(f"Flavor access not found for {row.flavorid} / {tenant} combination.")
-            return json_response(await _access_list(conn, row))
+            await store.remove_access(conn, row, tenant)
+            projects = await store.access_projects(conn, row.id)
+        return json_response(_access_view(row, projects))
     name = next(iter(body), None) if isinstance(body, dict) else None
     raise BadRequest(f"There is no such action: {name}")

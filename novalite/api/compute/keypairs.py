@@ -13,7 +13,6 @@ import hashlib
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -21,11 +20,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from novalite.api.compute.common import next_link, page_params
-from novalite.api.compute.microversions import microversion
-from novalite.api.errors import BadRequest, Conflict, Forbidden, NotFound
+from novalite.api.compute.microversions import Microversion, microversion
+from novalite.api.errors import BadRequest, Forbidden
 from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.validation import name_schema, validate
-from novalite.db import schema as t
+from novalite.store import keypairs as store
+from novalite.store.keypairs import NewKeypair
 from novalite.store.quotas import limits_for
 from novalite.timeutil import iso_micro, utcnow
 
@@ -33,15 +33,15 @@ routes = web.RouteTableDef()
 KEYPAIRS = "/v2.1/os-keypairs"
 
 
-def _schema(mv: Any) -> dict[str, Any]:
-    pattern = r"^[_\-\@\. a-zA-Z0-9]+$" if mv.at_least("2.92") else r"^[_\- a-zA-Z0-9]+$"
+def _build_schema(with_type: bool, with_user: bool, v2_92: bool) -> dict[str, Any]:
+    pattern = r"^[_\-\@\. a-zA-Z0-9]+$" if v2_92 else r"^[_\- a-zA-Z0-9]+$"
     props: dict[str, Any] = {
         "name": {"allOf": [name_schema(), {"type": "string", "pattern": pattern, "minLength": 1, "maxLength": 255}]},
         "public_key": {"type": "string"},
     }
-    if mv.at_least("2.2"):
+    if with_type:
         props["type"] = {"type": "string", "enum": ["ssh", "x509"]}
-    if mv.at_least("2.10"):
+    if with_user:
         props["user_id"] = {"type": "string"}
     return {
         "type": "object",
@@ -49,13 +49,32 @@ def _schema(mv: Any) -> dict[str, Any]:
             "keypair": {
                 "type": "object",
                 "properties": props,
-                "required": ["name", "public_key"] if mv.at_least("2.92") else ["name"],
+                "required": ["name", "public_key"] if v2_92 else ["name"],
                 "additionalProperties": False,
             }
         },
         "required": ["keypair"],
         "additionalProperties": False,
     }
+
+
+#: The create body's schema per microversion range, built once: the validator cache keys
+#: schemas by identity, so a schema built per request would add a validator per request.
+CREATE_V21 = _build_schema(with_type=False, with_user=False, v2_92=False)
+CREATE_V22 = _build_schema(with_type=True, with_user=False, v2_92=False)
+CREATE_V210 = _build_schema(with_type=True, with_user=True, v2_92=False)
+CREATE_V292 = _build_schema(with_type=True, with_user=True, v2_92=True)
+
+
+def create_schema(mv: Microversion) -> dict[str, Any]:
+    """The create body's schema at this microversion (one of the constants above)."""
+    if mv.at_least("2.92"):
+        return CREATE_V292
+    if mv.at_least("2.10"):
+        return CREATE_V210
+    if mv.at_least("2.2"):
+        return CREATE_V22
+    return CREATE_V21
 
 
 # -- crypto ---------------------------------------------------------------------------------------
@@ -155,15 +174,6 @@ INDEX_KEYS = ("name", "public_key", "fingerprint")
 SHOW_KEYS = (*INDEX_KEYS, "user_id", "created_at", "deleted", "deleted_at", "id", "updated_at")
 
 
-async def _get(conn: Any, user_id: str, name: str) -> Any:
-    row = (
-        await conn.execute(sa.select(t.keypairs).where(t.keypairs.c.user_id == user_id, t.keypairs.c.name == name))
-    ).first()
-    if row is None:
-        raise NotFound(f"Keypair {name} not found for user {user_id}")
-    return row
-
-
 # -- handlers -------------------------------------------------------------------------------------
 
 
@@ -171,18 +181,12 @@ async def _get(conn: Any, user_id: str, name: str) -> Any:
 async def list_keypairs(request: web.Request) -> web.Response:
     mv = microversion(request)
     user_id = _target_user(request, "index", _query_user(request))
-    query = sa.select(t.keypairs).where(t.keypairs.c.user_id == user_id).order_by(t.keypairs.c.id)
-    async with runtime(request).db.connect() as conn:
-        rows = list(await conn.execute(query))
-    limit = None
+    limit: int | None = None
+    marker: str | None = None
     if mv.at_least("2.35"):
         limit, marker = page_params(request)
-        if marker is not None:
-            names = [r.name for r in rows]
-            if marker not in names:
-                raise BadRequest(f"Marker {marker} could not be found.")
-            rows = rows[names.index(marker) + 1 :]
-        rows = rows[:limit]
+    async with runtime(request).db.connect() as conn:
+        rows = await store.list_keypairs(conn, user_id, limit=limit, marker=marker)
     keys = (*INDEX_KEYS, "type") if mv.at_least("2.2") else INDEX_KEYS
     body: dict[str, Any] = {"keypairs": [{"keypair": _view(r, keys)} for r in rows]}
     if limit and len(rows) == limit:
@@ -194,7 +198,7 @@ async def list_keypairs(request: web.Request) -> web.Response:
 async def show_keypair(request: web.Request) -> web.Response:
     user_id = _target_user(request, "show", _query_user(request))
     async with runtime(request).db.connect() as conn:
-        row = await _get(conn, user_id, request.match_info["name"])
+        row = await store.get_keypair(conn, user_id, request.match_info["name"])
     keys = (*SHOW_KEYS, "type") if microversion(request).at_least("2.2") else SHOW_KEYS
     return json_response({"keypair": _view(row, keys)})
 
@@ -203,8 +207,8 @@ async def show_keypair(request: web.Request) -> web.Response:
 async def delete_keypair(request: web.Request) -> web.Response:
     user_id = _target_user(request, "delete", _query_user(request))
     async with runtime(request).db.begin() as conn:
-        row = await _get(conn, user_id, request.match_info["name"])
-        await conn.execute(t.keypairs.delete().where(t.keypairs.c.id == row.id))
+        row = await store.get_keypair(conn, user_id, request.match_info["name"])
+        await store.delete_keypair(conn, row.id)
     return web.Response(status=204 if microversion(request).at_least("2.2") else 202)
 
 
@@ -212,7 +216,7 @@ async def delete_keypair(request: web.Request) -> web.Response:
 async def create_keypair(request: web.Request) -> web.Response:
     mv = microversion(request)
     ctx = context(request)
-    params = validate(await read_json(request), _schema(mv))["keypair"]
+    params = validate(await read_json(request), create_schema(mv))["keypair"]
     user_id = _target_user(request, "create", params.get("user_id") if mv.at_least("2.10") else None)
     name = params["name"]
     key_type = params.get("type", "ssh")
@@ -230,22 +234,12 @@ async def create_keypair(request: web.Request) -> web.Response:
     rt = runtime(request)
     async with rt.db.begin() as conn:
         allowed = (await limits_for(conn, rt.settings, ctx.project_id or ""))["key_pairs"]
-        used = await conn.scalar(sa.select(sa.func.count()).where(t.keypairs.c.user_id == user_id)) or 0
+        used = await store.count_keypairs(conn, user_id)
         if allowed >= 0 and used + 1 > allowed:
             raise Forbidden("Quota exceeded, too many key pairs.")
-        if await conn.scalar(
-            sa.select(sa.func.count()).where(t.keypairs.c.user_id == user_id, t.keypairs.c.name == name)
-        ):
-            raise Conflict(f"Key pair '{name}' already exists.")
-        await conn.execute(
-            t.keypairs.insert().values(
-                name=name,
-                user_id=user_id,
-                fingerprint=fingerprint,
-                public_key=public_key,
-                type=key_type,
-                created_at=utcnow(),
-            )
+        await store.create_keypair(
+            conn,
+            NewKeypair(user_id=user_id, name=name, public_key=public_key, fingerprint=fingerprint, type=key_type),
         )
     body: dict[str, Any] = {"name": name, "public_key": public_key, "fingerprint": fingerprint, "user_id": user_id}
     if mv.at_least("2.2"):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from aiohttp import web
 
 from novalite.api.compute.common import require_admin
@@ -17,8 +16,17 @@ from novalite.api.errors import BadRequest, Forbidden
 from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.validation import boolean, to_bool, validate
 from novalite.context import RequestContext
-from novalite.db import schema as t
-from novalite.store.quotas import REMOVED_2_36, REMOVED_2_57, RESOURCES, default_limits, limits_for, usage_for
+from novalite.store.identity import get_project
+from novalite.store.quotas import (
+    REMOVED_2_36,
+    REMOVED_2_57,
+    RESOURCES,
+    default_limits,
+    limits_for,
+    reset_limits,
+    set_limits,
+    usage_for,
+)
 
 routes = web.RouteTableDef()
 QUOTA_SETS = "/v2.1/os-quota-sets/{project_id}"
@@ -46,7 +54,9 @@ def _update_schema(removed: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-UPDATE = {removed: _update_schema(removed) for removed in ((), REMOVED_2_36, REMOVED_2_57)}
+UPDATE: dict[tuple[str, ...], dict[str, Any]] = {
+    removed: _update_schema(removed) for removed in ((), REMOVED_2_36, REMOVED_2_57)
+}
 
 
 def _quota_set(project_id: str | None, values: dict[str, Any], removed: tuple[str, ...]) -> dict[str, Any]:
@@ -55,9 +65,9 @@ def _quota_set(project_id: str | None, values: dict[str, Any], removed: tuple[st
     return {"quota_set": body}
 
 
-async def _verify_project(conn: Any, project_id: str) -> None:
-    """Nova asks Keystone whether the project exists; 400 when it does not."""
-    if not await conn.scalar(sa.select(sa.func.count()).where(t.projects.c.id == project_id)):
+def _require_project(project: object | None, project_id: str) -> None:
+    """Nova asks Keystone whether the project exists; 400 when it does not (``project`` is the row or None)."""
+    if project is None:
         raise BadRequest(f"Project ID {project_id} is not a valid project.")
 
 
@@ -72,7 +82,7 @@ async def show_quotas(request: web.Request) -> web.Response:
     _may_read(context(request), project_id, "show")
     rt = runtime(request)
     async with rt.db.connect() as conn:
-        await _verify_project(conn, project_id)
+        _require_project(await get_project(conn, project_id), project_id)
         limits = await limits_for(conn, rt.settings, project_id)
     return json_response(_quota_set(project_id, limits, _removed(request)))
 
@@ -81,7 +91,7 @@ async def show_quotas(request: web.Request) -> web.Response:
 async def show_default_quotas(request: web.Request) -> web.Response:
     project_id = request.match_info["project_id"]
     async with runtime(request).db.connect() as conn:
-        await _verify_project(conn, project_id)
+        _require_project(await get_project(conn, project_id), project_id)
     return json_response(_quota_set(project_id, default_limits(runtime(request).settings), _removed(request)))
 
 
@@ -91,7 +101,7 @@ async def show_quota_detail(request: web.Request) -> web.Response:
     _may_read(context(request), project_id, "detail")
     rt = runtime(request)
     async with rt.db.connect() as conn:
-        await _verify_project(conn, project_id)
+        _require_project(await get_project(conn, project_id), project_id)
         limits = await limits_for(conn, rt.settings, project_id)
         usage = await usage_for(conn, project_id)
     detail = {r: {"in_use": usage.get(r, 0), "limit": limits[r], "reserved": 0} for r in RESOURCES}
@@ -108,7 +118,7 @@ async def update_quotas(request: web.Request) -> web.Response:
     force = to_bool(body.get("force", False))
     rt = runtime(request)
     async with rt.db.begin() as conn:
-        await _verify_project(conn, project_id)
+        _require_project(await get_project(conn, project_id), project_id)
         usage = await usage_for(conn, project_id)
         wanted: dict[str, int] = {}
         for key, value in body.items():
@@ -121,14 +131,7 @@ async def update_quotas(request: web.Request) -> web.Response:
                     f"reserved {usage.get(key, 0)}."
                 )
             wanted[key] = value
-        for key, value in wanted.items():
-            changed = await conn.execute(
-                t.quotas.update()
-                .where(t.quotas.c.project_id == project_id, t.quotas.c.resource == key)
-                .values(hard_limit=value)
-            )
-            if not changed.rowcount:
-                await conn.execute(t.quotas.insert().values(project_id=project_id, resource=key, hard_limit=value))
+        await set_limits(conn, project_id, wanted)
         limits = await limits_for(conn, rt.settings, project_id)
     return json_response(_quota_set(None, limits, removed))
 
@@ -137,5 +140,5 @@ async def update_quotas(request: web.Request) -> web.Response:
 async def reset_quotas(request: web.Request) -> web.Response:
     require_admin(context(request), "os_compute_api:os-quota-sets:delete")
     async with runtime(request).db.begin() as conn:
-        await conn.execute(t.quotas.delete().where(t.quotas.c.project_id == request.match_info["project_id"]))
+        await reset_limits(conn, request.match_info["project_id"])
     return web.Response(status=202)

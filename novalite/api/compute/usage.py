@@ -11,14 +11,13 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from aiohttp import web
 
 from novalite.api.compute.common import MAX_LIMIT, next_link, page_params, require_admin
 from novalite.api.compute.microversions import microversion
 from novalite.api.errors import BadRequest, Forbidden
 from novalite.api.http import context, json_response, runtime
-from novalite.db import schema as t
+from novalite.store.usage import instances_in_period
 from novalite.timeutil import iso_micro, utcnow
 
 routes = web.RouteTableDef()
@@ -61,25 +60,8 @@ def _hours(row: Any, start: datetime, stop: datetime) -> float:
 async def _instances(
     request: web.Request, start: datetime, stop: datetime, project_id: str | None, limit: int, marker: str | None
 ) -> list[Any]:
-    c = t.instances.c
-    query = (
-        sa.select(t.instances)
-        .where(
-            sa.or_(c.terminated_at.is_(None), c.terminated_at > start),
-            sa.or_(c.launched_at.is_(None), c.launched_at < stop),
-        )
-        .order_by(c.created_at, c.id)
-    )
-    if project_id is not None:
-        query = query.where(c.project_id == project_id)
     async with runtime(request).db.connect() as conn:
-        rows = list(await conn.execute(query))
-    if marker is not None:
-        ids = [r.uuid for r in rows]
-        if marker not in ids:
-            raise BadRequest(f"Marker {marker} could not be found.")
-        rows = rows[ids.index(marker) + 1 :]
-    return rows[:limit]
+        return await instances_in_period(conn, start, stop, project_id=project_id, limit=limit, marker=marker)
 
 
 def _usages(rows: list[Any], start: datetime, stop: datetime, detailed: bool) -> list[dict[str, Any]]:
