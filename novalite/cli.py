@@ -53,15 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             overrides.update(listen=args.listen, driver=args.driver, fake_hosts=args.fake_hosts)
-            if args.services:
-                overrides["services"] = [s.strip() for s in args.services.split(",") if s.strip()]
+            overrides["services"] = args.services or None  # comma-separated: Settings splits and checks it
             settings = load_settings(args.config, **overrides)
         elif args.command == "agent":
             overrides.update(host=args.host, driver=args.driver, services=["compute"])
             settings = load_settings(args.config, **overrides)
         else:
             settings = load_settings(args.config, **overrides)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # ConfigError names the setting, its source and what was expected
         print(f"novalite: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)

@@ -1,91 +1,258 @@
-"""Configuration: a TOML file, then ``NOVALITE_<SETTING>`` environment overrides, then flags.
+"""Configuration: a TOML file, then ``NOVALITE_<SETTING>`` environment variables, then flags.
 
-Defaults serve a lab on one machine: SQLite in the state dir, the in-process bus, every
-service in one process, one fake hypervisor host. The example file ``config/novalite.toml``
-documents every setting.
+Every setting is declared once, typed and documented, on :class:`Settings`; the example file
+``config/novalite.toml`` is rendered from those declarations by :func:`example_toml` (a test
+keeps the two equal). Defaults serve a lab on one machine: SQLite in the state dir, the
+in-process bus, every service in one process, one fake hypervisor host.
+
+``Settings(...)`` built directly (as tests do) reads only its keyword arguments; only
+:func:`load_settings` consults the file and the environment, so that a bad value can be
+reported with where it came from.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import ipaddress
+import json
 import os
+import textwrap
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
 ALL_SERVICES = ("api", "conductor", "scheduler", "console", "compute")
+ENV_PREFIX = "NOVALITE_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-@dataclass
-class Settings:
-    #: Where the embedded database, images, tokens and the generated clouds.yaml live.
-    state_dir: Path = Path("~/.local/state/novalite")
-    #: host:port the API (Keystone, Nova and Glance paths) listens on.
-    listen: str = "127.0.0.1:8774"
-    #: The URL clients use to reach the API (what the service catalog advertises).
-    #: Empty: derived from ``listen``.
-    public_url: str = ""
-    #: SQLAlchemy-style URL; empty means ``sqlite:///<state_dir>/novalite.db``.
-    database_url: str = ""
-    database_pool_size: int = 10
-    #: ``memory://`` (in-process) or ``rabbit://user:pass@host:5672/vhost``.
-    transport_url: str = "memory://"
-    #: Services this process runs (``novalite serve --services``).
-    services: list[str] = field(default_factory=lambda: list(ALL_SERVICES))
-    #: Hypervisor driver of the local compute agent(s).
-    driver: str = "fake"
-    #: Driver options (the ``[driver]`` table in TOML).
-    driver_options: dict[str, Any] = field(default_factory=dict)
-    #: Compute host name of the local agent; with ``fake_hosts`` > 1, hosts are ``<host>-N``.
-    host: str = ""
-    #: How many fake hypervisor hosts ``novalite serve`` runs in-process (fake driver only).
-    fake_hosts: int = 1
-    availability_zone: str = "nova"
-    region: str = "RegionOne"
-    #: Password of the ``admin`` user created on first start; empty: generated and printed once.
-    admin_password: str = ""
-    token_ttl: int = 3600
-    report_interval: float = 10.0
-    service_down_time: float = 60.0
-    #: A build not ACTIVE after this many seconds goes to ERROR (Nova's instance_build_timeout).
-    build_timeout: float = 600.0
-    #: How long an RPC call to an agent waits before giving up.
-    rpc_timeout: float = 60.0
-    #: Seconds between power-state syncs of each agent.
-    sync_power_state_interval: float = 60.0
-    cpu_allocation_ratio: float = 4.0
-    ram_allocation_ratio: float = 1.0
-    disk_allocation_ratio: float = 1.0
-    reserved_host_memory_mb: int = 0
-    reserved_host_disk_gb: int = 0
-    scheduler_max_attempts: int = 3
-    ram_weight_multiplier: float = 1.0
-    cpu_weight_multiplier: float = 1.0
-    disk_weight_multiplier: float = 1.0
-    #: Default quotas per project (Nova's defaults).
-    quota_instances: int = 10
-    quota_cores: int = 20
-    quota_ram: int = 51200
-    quota_key_pairs: int = 100
-    quota_metadata_items: int = 128
-    #: The network guests get a port on when a server asks for ``networks: auto`` (for the
-    #: libvirt driver: the libvirt network of that name; novalite assigns MAC and IP).
-    network_name: str = "novalite"
-    network_cidr: str = "10.199.0.0/24"
-    console_token_ttl: int = 600
-    #: Origins the console proxy accepts (empty: the console public URL's origin).
-    console_allowed_origins: list[str] = field(default_factory=list)
-    #: host:port the console proxy (noVNC page + websocket) listens on; port 0 picks a free one,
-    #: and so does a busy port when ``console_public_url`` is empty (console URLs say the real one).
-    console_listen: str = "127.0.0.1:6080"
-    #: The URL browsers reach the console proxy at (console URLs start with it).
-    #: Empty: derived from ``console_listen``.
-    console_public_url: str = ""
-    #: Directory of noVNC (holding ``core/rfb.js``); empty: the first found of
-    #: scripts/setup-novnc.sh's install dir and Debian's /usr/share/novnc.
-    novnc_path: str = ""
-    log_level: str = "INFO"
+class ConfigError(ValueError):
+    """A setting has a bad value; the message names the setting, its source and what was expected."""
+
+
+class Settings(BaseSettings):
+    """Every novalite setting: the Field description is its documentation (and the example file's comment)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    state_dir: Path = Field(
+        default=Path("~/.local/state/novalite"),
+        description="Where the embedded database, the image files, tokens and the generated clouds.yaml live.",
+    )
+    listen: str = Field(
+        default="127.0.0.1:8774",
+        description="host:port the API (Keystone at /identity, Nova at /compute, Glance at /image) listens on. "
+        "Keep it on loopback unless the lab network is trusted.",
+    )
+    public_url: str = Field(
+        default="",
+        description="The URL clients reach the API at, as advertised in the service catalog. Empty: "
+        "http://<listen address>. Set it when behind a proxy or listening on 0.0.0.0.",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy-style database URL. Empty: sqlite:///<state_dir>/novalite.db (single process). "
+        "For a split deployment, PostgreSQL:",
+        examples=["postgresql://novalite:secret@db.lab:5432/novalite"],
+    )
+    database_pool_size: int = Field(
+        default=10, ge=1, description="Size of the database connection pool (as many more may open under load)."
+    )
+    transport_url: str = Field(
+        default="memory://",
+        description="The message bus. memory:// runs every service in this process. For a split deployment, RabbitMQ:",
+        examples=["rabbit://novalite:secret@mq.lab:5672/novalite"],
+    )
+    services: list[str] = Field(
+        default_factory=lambda: list(ALL_SERVICES),
+        description=f"Which services this process runs (novalite serve --services): any of "
+        f"{', '.join(ALL_SERVICES)}. A list, or a comma-separated string.",
+    )
+    admin_password: str = Field(
+        default="",
+        description='Password of the "admin" user created on first start. Empty: generated, printed once, '
+        "and kept in <state_dir>/clouds.yaml (mode 0600).",
+    )
+    token_ttl: int = Field(default=3600, gt=0, description="Lifetime of a Keystone token, in seconds.")
+    region: str = Field(default="RegionOne", description="The region the service catalog advertises.")
+    availability_zone: str = Field(default="nova", description="The availability zone of the compute hosts.")
+    host: str = Field(
+        default="",
+        description="Compute host name of the local agent; empty: the machine's hostname. With the fake driver, "
+        "fake_hosts > 1 runs several hosts named <host>-1 ... <host>-N in this process.",
+    )
+    fake_hosts: int = Field(
+        default=1, ge=1, description="How many fake hypervisor hosts novalite serve runs in-process (fake driver only)."
+    )
+    report_interval: float = Field(
+        default=10.0, gt=0, description="Seconds between the heartbeats of each service (Nova's default)."
+    )
+    service_down_time: float = Field(
+        default=60.0, gt=0, description="A service whose last heartbeat is older than this many seconds is down."
+    )
+    build_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        description="A build not ACTIVE after this many seconds goes to ERROR (Nova's instance_build_timeout).",
+    )
+    rpc_timeout: float = Field(
+        default=60.0, gt=0, description="How long an RPC call to an agent waits before giving up."
+    )
+    sync_power_state_interval: float = Field(
+        default=60.0, gt=0, description="Seconds between power-state syncs of each agent."
+    )
+    cpu_allocation_ratio: float = Field(
+        default=4.0, gt=0, description="Virtual CPUs the scheduler places per physical CPU."
+    )
+    ram_allocation_ratio: float = Field(
+        default=1.0, gt=0, description="Guest RAM the scheduler places per MB of host RAM."
+    )
+    disk_allocation_ratio: float = Field(
+        default=1.0, gt=0, description="Guest disk the scheduler places per GB of host disk."
+    )
+    reserved_host_memory_mb: int = Field(default=0, ge=0, description="Host RAM (MB) kept back from guests.")
+    reserved_host_disk_gb: int = Field(default=0, ge=0, description="Host disk (GB) kept back from guests.")
+    scheduler_max_attempts: int = Field(
+        default=3, ge=1, description="How many hosts a build is tried on before the server goes to ERROR."
+    )
+    ram_weight_multiplier: float = Field(
+        default=1.0,
+        description="Weigher multipliers: positive spreads instances over hosts, negative stacks them. "
+        "This one weighs free RAM.",
+    )
+    cpu_weight_multiplier: float = Field(default=1.0, description="Weigher multiplier of free vCPUs (see above).")
+    disk_weight_multiplier: float = Field(default=1.0, description="Weigher multiplier of free disk (see above).")
+    quota_instances: int = Field(
+        default=10,
+        ge=-1,
+        description="Default quotas per project (Nova's defaults; -1 = unlimited); admins change them per "
+        "project with `openstack quota set`. This one counts servers.",
+    )
+    quota_cores: int = Field(default=20, ge=-1, description="Default quota of vCPUs per project.")
+    quota_ram: int = Field(default=51200, ge=-1, description="Default quota of RAM (MB) per project.")
+    quota_key_pairs: int = Field(default=100, ge=-1, description="Default quota of key pairs.")
+    quota_metadata_items: int = Field(default=128, ge=-1, description="Default quota of metadata items per server.")
+    network_name: str = Field(
+        default="novalite",
+        description="Guest networking: servers created with `--nic auto` (the default without --nic) get a port "
+        "on this network; novalite assigns the MAC and the fixed IP. With the libvirt driver: the libvirt "
+        "network of that name.",
+    )
+    network_cidr: str = Field(default="10.199.0.0/24", description="The subnet of network_name, in CIDR notation.")
+    console_listen: str = Field(
+        default="127.0.0.1:6080",
+        description="host:port the browser console proxy (websockify + noVNC) listens on; port 0 picks a free one, "
+        "and so does a busy port when console_public_url is empty (console URLs say the real one).",
+    )
+    console_public_url: str = Field(
+        default="",
+        description="The URL browsers reach the console proxy at (console URLs start with it). Empty: "
+        "http://<console_listen>.",
+    )
+    console_token_ttl: int = Field(default=600, gt=0, description="Lifetime of a console URL's token, in seconds.")
+    console_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins the console proxy accepts (empty: the origin of the console's public URL). A "
+        "list, or a comma-separated string.",
+    )
+    novnc_path: str = Field(
+        default="",
+        description="Directory of noVNC (holding core/rfb.js). Empty: the first found of "
+        "/usr/local/share/novalite/novnc, ~/.local/share/novalite/novnc and /usr/share/novnc "
+        "(scripts/setup-novnc.sh puts it there).",
+    )
+    log_level: str = Field(default="INFO", description=f"One of {', '.join(LOG_LEVELS)}.")
+    driver: str = Field(default="fake", description="Hypervisor driver of the local compute host(s) ([driver] name).")
+    driver_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Options of the driver (the rest of the [driver] table; from the environment: a JSON object).",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the keyword arguments: ``load_settings`` layers file and environment itself, to name sources."""
+        return (init_settings,)
+
+    @field_validator("services", "console_allowed_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        """A JSON list or ``a,b`` string, as env variables and hand-written TOML give them."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    raise ValueError("expected a list or a comma-separated string") from None
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @field_validator("driver_options", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        """The environment can only give the driver's options as a JSON object."""
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                value = None
+            if not isinstance(value, dict):
+                raise ValueError("expected a table (in the environment: a JSON object)")
+        return value
+
+    @field_validator("services")
+    @classmethod
+    def _known_services(cls, value: list[str]) -> list[str]:
+        """A misspelt service would silently not run."""
+        bad = sorted(set(value) - set(ALL_SERVICES))
+        if bad:
+            raise ValueError(f"unknown service(s) {', '.join(bad)}; choose from {', '.join(ALL_SERVICES)}")
+        return value
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        """Paths derived from it (the SQLite URL, clouds.yaml) must not depend on the working directory."""
+        return value.expanduser().resolve()
+
+    @field_validator("listen", "console_listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        """Fail at start, not when the listener is bound."""
+        _host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            raise ValueError("expected host:port, e.g. 127.0.0.1:8774")
+        return value
+
+    @field_validator("network_cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        """The address allocator needs a network address (no host bits set)."""
+        try:
+            ipaddress.ip_network(value)
+        except ValueError:
+            raise ValueError("expected a network address in CIDR notation, e.g. 10.199.0.0/24") from None
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        """An unknown level name would fail only later, inside the logging setup."""
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+        return value.upper()
 
     @property
     def listen_host(self) -> str:
@@ -109,55 +276,164 @@ class Settings:
         return self.database_url or f"sqlite:///{self.state_dir / 'novalite.db'}"
 
 
-def _coerce(value: str, kind: Any, name: str) -> Any:
-    kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
-    try:
-        if kind_name.startswith("list"):
-            return [v.strip() for v in value.split(",") if v.strip()]
-        if kind_name.startswith("dict"):
-            import json
+class _EnvSource(EnvSettingsSource):
+    """``NOVALITE_*`` variables; a list setting also takes a comma-separated string (``api,conductor``)."""
 
-            return json.loads(value)
-        if kind_name == "bool":
-            return value.lower() in ("1", "true", "yes", "on")
-        if kind_name == "int":
-            return int(value)
-        if kind_name == "float":
-            return float(value)
-        if kind_name == "Path":
-            return Path(value)
-    except ValueError as exc:
-        raise ValueError(f"invalid value {value!r} for {name}: {exc}") from None
-    return value
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        try:
+            decoded = super().decode_complex_value(field_name, field, value)
+        except ValueError:
+            return value  # not JSON: the field's validator splits it or says what it expected
+        return decoded if isinstance(decoded, list | dict) else value
+
+
+def _read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The settings of a TOML file; its ``[driver]`` table is ``driver`` (its ``name``) and ``driver_options``."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if isinstance(data.get("driver"), dict):
+        table = data.pop("driver")
+        data["driver"] = table.pop("name", "fake")
+        data["driver_options"] = table
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {path}: {', '.join(unknown)}")
+    return data
+
+
+def _expected(error: ErrorDetails) -> str:
+    """What a pydantic error says was expected, in words a config file's author reads."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    words = {
+        "float_parsing": "expected a number",
+        "float_type": "expected a number",
+        "int_parsing": "expected an integer",
+        "int_type": "expected an integer",
+        "int_from_float": "expected an integer",
+        "string_type": "expected a string",
+        "bool_parsing": "expected true or false",
+        "bool_type": "expected true or false",
+        "list_type": "expected a list or a comma-separated string",
+        "dict_type": "expected a table",
+        "path_type": "expected a path",
+        "extra_forbidden": "unknown setting",
+    }
+    if kind in words:
+        return words[kind]
+    bounds = {"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt", "less_than_equal": "le"}
+    if kind in bounds:
+        op = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}[bounds[kind]]
+        return f"expected a number {op} {ctx[bounds[kind]]:g}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    return error["msg"].replace("Input should be", "expected", 1)
+
+
+def _config_error(exc: ValidationError, where: Callable[[str], str]) -> ConfigError:
+    problems = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        item = f" (item {error['loc'][1]})" if len(error["loc"]) > 1 else ""
+        problems.append(f"{where(name)}{item}: {_expected(error)}")
+    return ConfigError("; ".join(problems))
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
-    """Read ``path`` (or ``$NOVALITE_CONFIG``), apply ``NOVALITE_*`` env vars, then ``overrides``."""
-    values: dict[str, Any] = {}
-    path = path or os.environ.get("NOVALITE_CONFIG")
-    if path:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-        if "driver" in data and isinstance(data["driver"], dict):
-            table = data.pop("driver")
-            data["driver"] = table.pop("name", "fake")
-            data["driver_options"] = table
-        values.update(data)
-    fields = {f.name: f for f in dataclasses.fields(Settings)}
-    unknown = set(values) - set(fields)
-    if unknown:
-        raise ValueError(f"unknown setting(s) in {path}: {', '.join(sorted(unknown))}")
-    for name, f in fields.items():
-        env = os.environ.get(f"NOVALITE_{name.upper()}")
-        if env is not None:
-            values[name] = _coerce(env, f.type, f"NOVALITE_{name.upper()}")
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    for name in ("state_dir",):
-        if name in values:
-            values[name] = Path(values[name])
-    settings = Settings(**values)
-    settings.state_dir = settings.state_dir.expanduser().resolve()
-    bad = set(settings.services) - set(ALL_SERVICES)
-    if bad:
-        raise ValueError(f"unknown service(s) {', '.join(sorted(bad))}; choose from {', '.join(ALL_SERVICES)}")
-    return settings
+    """Read ``path`` (or ``$NOVALITE_CONFIG``), apply ``NOVALITE_*`` env vars, then ``overrides``.
+
+    ``overrides`` are the command line's flags (None: not given). A bad value raises
+    :class:`ConfigError` naming the setting, where it came from and what was expected.
+    """
+    path = path or os.environ.get(f"{ENV_PREFIX}CONFIG")
+    from_file = _read_file(path) if path else {}
+    env = _EnvSource(Settings)
+    from_env = env()
+    from_flags = {name: value for name, value in overrides.items() if value is not None}
+
+    def where(name: str) -> str:
+        if name in from_flags:
+            return f"{name} = {from_flags[name]!r} on the command line"
+        if name in from_env:
+            return f"{ENV_PREFIX}{name.upper()}={env.env_vars.get(f'{ENV_PREFIX}{name}'.lower(), '')!r}"
+        if name in from_file:
+            return f"{name} = {from_file[name]!r} in {path}"
+        return name
+
+    try:
+        return Settings(**{**from_file, **from_env, **from_flags})
+    except ValidationError as exc:
+        raise _config_error(exc, where) from None
+
+
+# -- the example configuration file ------------------------------------------------------------------------
+
+_EXAMPLE_HEAD = """\
+# novalite example configuration. Every setting is optional; the defaults serve a lab on
+# one machine. Use it with `novalite serve --config config/novalite.toml` (or
+# NOVALITE_CONFIG=...). Any setting can also be given as an environment variable named
+# NOVALITE_<SETTING>, e.g. NOVALITE_LISTEN=0.0.0.0:8774; the environment wins over this file,
+# and command-line flags win over both.
+#
+# Generated from novalite/config.py (novalite.config.example_toml()): edit the descriptions
+# there, not this file.
+"""
+
+_DRIVER_TABLE = """\
+# The hypervisor driver of this process's compute host(s) and its options.
+[driver]
+name = "fake"
+# fake driver: host size, boot delay in seconds, injected failures
+vcpus = 16
+memory_mb = 32768
+local_gb = 500
+boot_delay = 0
+# libvirt driver (see docs/libvirt.md): real QEMU guests. Replace the fake driver's lines
+# above with these. Guests' ports are on the libvirt network named network_name (above),
+# whose subnet must be network_cidr; when it does not exist, novalite creates it isolated
+# (no NAT: guests reach only each other and this host) unless create_network = false.
+# name = "libvirt"
+# uri = "qemu:///system"
+# virt_type = "qemu"          # TCG; "kvm" only where KVM really works (never auto-detected)
+# instances_path = "/var/lib/novalite/instances"
+# create_network = true
+# force_config_drive = false
+# shutdown_timeout = 60       # ACPI grace period before a hard power-off
+"""
+
+#: Settings the example file shows in its ``[driver]`` table rather than as top-level keys.
+_TABLE_SETTINGS = ("driver", "driver_options")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def example_toml() -> str:
+    """The commented example configuration (``config/novalite.toml``): every setting with its default."""
+    parts = [_EXAMPLE_HEAD]
+    for name, info in Settings.model_fields.items():
+        if name in _TABLE_SETTINGS:
+            continue
+        comment = textwrap.fill(
+            info.description or "",
+            width=90,
+            initial_indent="# ",
+            subsequent_indent="# ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        examples = "".join(f"# {name} = {_toml_value(example)}\n" for example in info.examples or ())
+        parts.append(f"{comment}\n{examples}{name} = {_toml_value(info.get_default(call_default_factory=True))}\n")
+    parts.append(_DRIVER_TABLE)
+    return "\n".join(parts)
