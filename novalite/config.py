@@ -271,6 +271,16 @@ class Settings(BaseSettings):
             host = "127.0.0.1"
         return f"http://{host}:{self.listen_port}"
 
+    def console_public_base(self, port: int | None = None) -> str:
+        """The URL browsers reach the console proxy at: ``console_public_url``, or derived from
+        ``console_listen`` (with ``port``, the proxy's real port, when it listens on port 0)."""
+        if self.console_public_url:
+            return self.console_public_url.rstrip("/")
+        host, _, listen_port = self.console_listen.rpartition(":")
+        if host in ("0.0.0.0", "::", "", "[::]"):
+            host = "127.0.0.1"
+        return f"http://{host}:{port or int(listen_port)}"
+
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.state_dir / 'novalite.db'}"

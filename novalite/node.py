@@ -29,8 +29,8 @@ from novalite.db.migrate import startup_lock, upgrade
 from novalite.log import get_logger
 from novalite.runtime import ControllerRuntime, Runtime
 from novalite.scheduler.manager import SchedulerManager
-from novalite.store.bootstrap import bootstrap_identity, set_password
 from novalite.store.flavors import ensure_default_flavors
+from novalite.store.identity import bootstrap_identity, set_password
 
 log = get_logger("novalite.node")
 

@@ -25,6 +25,9 @@ class Runtime:
     bus: Bus
     #: Handles of the services started in this process, by class name (for tests and shutdown).
     services: dict[str, list[Any]] = field(default_factory=dict)
+    #: The console proxy's public URL once a proxy runs in this process (it knows its real
+    #: port when ``console_listen`` says port 0); None: derived from the settings.
+    console_url: str | None = None
 
 
 @dataclass

@@ -21,17 +21,20 @@ MAX_VALIDATORS = 256
 #: Compiled validators by ``id(schema)``, least recently used first. The validator keeps
 #: its schema alive, and a hit is checked with ``is``: an id reused by a new dict after an
 #: eviction can never return another schema's validator.
-_validators: OrderedDict[int, Draft4Validator] = OrderedDict()
+_validators: OrderedDict[tuple[int, bool], Draft4Validator] = OrderedDict()
 
 
-def _validator(schema: dict[str, Any]) -> Draft4Validator:
-    """The compiled validator of ``schema`` (compiling is far dearer than validating)."""
-    key = id(schema)
+def compiled_validator(schema: dict[str, Any], *, formats: bool = True) -> Draft4Validator:
+    """The compiled validator of ``schema`` (compiling is far dearer than validating), with
+    ``format`` checks (Nova's and Glance's schemas) or without (Keystone's). One bounded
+    cache for every API."""
+    key = (id(schema), formats)
     validator = _validators.get(key)
     if validator is not None and validator.schema is schema:
         _validators.move_to_end(key)
         return validator
-    validator = _validators[key] = Draft4Validator(schema, format_checker=jsonschema.FormatChecker())
+    checker = jsonschema.FormatChecker() if formats else None
+    validator = _validators[key] = Draft4Validator(schema, format_checker=checker)
     _validators.move_to_end(key)
     while len(_validators) > MAX_VALIDATORS:
         _validators.popitem(last=False)
@@ -40,7 +43,7 @@ def _validator(schema: dict[str, Any]) -> Draft4Validator:
 
 def validate(body: Any, schema: dict[str, Any]) -> Any:
     """Return ``body`` if it matches ``schema``; else raise 400 naming the field."""
-    error = jsonschema.exceptions.best_match(_validator(schema).iter_errors(body))
+    error = jsonschema.exceptions.best_match(compiled_validator(schema).iter_errors(body))
     if error is None:
         return body
     if error.validator == "required":

@@ -18,14 +18,11 @@ import socket
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
-
 from novalite import states
 from novalite.bus import CallTimeout, RemoteError
 from novalite.context import RequestContext
-from novalite.db import schema as t
 from novalite.log import bind_request_id, get_logger
-from novalite.runtime import Runtime
+from novalite.runtime import ControllerRuntime
 from novalite.servicegroup import is_up
 from novalite.store import actions, hosts, placement
 from novalite.store import servers as records
@@ -42,7 +39,7 @@ AGENT_WRITABLE = {"vm_state", "task_state", "power_state", "launched_at", "termi
 class ConductorManager:
     topic = "conductor"
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: ControllerRuntime) -> None:
         self.rt = rt
         self.settings = rt.settings
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -90,18 +87,16 @@ class ConductorManager:
                 return
             host = dest["host"]
             async with self.rt.db.begin() as conn:
-                updated = await conn.execute(
-                    t.instances.update()
-                    .where(t.instances.c.uuid == uuid, t.instances.c.deleted.is_(False))
-                    .values(
-                        host=host,
-                        node=dest["node"],
-                        availability_zone=dest.get("availability_zone"),
-                        task_state=states.SPAWNING,
-                        updated_at=utcnow(),
-                    )
+                updated = await records.update_instance(
+                    conn,
+                    uuid,
+                    expect={"deleted": False},
+                    host=host,
+                    node=dest["node"],
+                    availability_zone=dest.get("availability_zone"),
+                    task_state=states.SPAWNING,
                 )
-                if updated.rowcount == 0:
+                if not updated:
                     # Deleted while we scheduled it: give the room back, build nothing.
                     await placement.release(conn, uuid)
                     return
@@ -127,12 +122,10 @@ class ConductorManager:
     ) -> None:
         async with self.rt.db.begin() as conn:
             await placement.release(conn, uuid)
-            result = await conn.execute(
-                t.instances.update()
-                .where(t.instances.c.uuid == uuid, t.instances.c.deleted.is_(False))
-                .values(vm_state=states.ERROR, task_state=None, updated_at=utcnow())
+            failed = await records.update_instance(
+                conn, uuid, expect={"deleted": False}, vm_state=states.ERROR, task_state=None
             )
-            if result.rowcount:
+            if failed:
                 await records.add_fault(conn, uuid, message, code=code, host=host)
                 await actions.record_event(
                     conn,
@@ -156,51 +149,21 @@ class ConductorManager:
         host) changes nothing: releasing would free another attempt's claim.
         """
         async with self.rt.db.begin() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(
-                        t.instances.c.project_id,
-                        t.instances.c.flavor,
-                        t.instances.c.image_ref,
-                        t.instances.c.image_meta,
-                        t.instances.c.requested_az,
-                        t.instances.c.scheduler_hints,
-                        t.instances.c.deleted,
-                        t.instances.c.vm_state,
-                        t.instances.c.host,
-                    ).where(t.instances.c.uuid == instance_uuid)
-                )
-            ).first()
+            row = await records.get_instance(conn, instance_uuid)
             if row is not None and not row.deleted and (row.vm_state != states.BUILDING or row.host != host):
                 log.info("conductor.stale_build_failure", instance=instance_uuid, host=host, vm_state=row.vm_state)
                 return
             await placement.release(conn, instance_uuid)
-            attempts = await conn.scalar(
-                sa.select(sa.func.count())
-                .select_from(t.instance_faults)
-                .where(t.instance_faults.c.instance_uuid == instance_uuid, t.instance_faults.c.code == 0)
-            )
+            attempts = len(await records.retried_build_hosts(conn, instance_uuid))
         if row is None or row.deleted:
             return
-        tried = (attempts or 0) + 1
+        tried = attempts + 1
         if reschedule and tried < self.settings.scheduler_max_attempts:
             async with self.rt.db.begin() as conn:
-                # code 0 marks a retried attempt; it is not shown as the instance's fault.
-                await records.add_fault(conn, instance_uuid, message, code=0, host=host)
-                ignore = [
-                    r.host
-                    for r in await conn.execute(
-                        sa.select(t.instance_faults.c.host).where(
-                            t.instance_faults.c.instance_uuid == instance_uuid, t.instance_faults.c.code == 0
-                        )
-                    )
-                    if r.host
-                ]
-                await conn.execute(
-                    t.instances.update()
-                    .where(t.instances.c.uuid == instance_uuid)
-                    .values(host=None, node=None, task_state=states.SCHEDULING, updated_at=utcnow())
-                )
+                # A retried attempt's fault is not shown as the instance's fault.
+                await records.add_fault(conn, instance_uuid, message, code=records.RETRY_FAULT_CODE, host=host)
+                ignore = [h for h in await records.retried_build_hosts(conn, instance_uuid) if h]
+                await records.update_instance(conn, instance_uuid, host=None, node=None, task_state=states.SCHEDULING)
             log.info("conductor.rescheduling", instance=instance_uuid, failed_host=host, attempt=tried)
             spec = {
                 "instance_uuid": instance_uuid,
@@ -217,17 +180,19 @@ class ConductorManager:
 
     # -- agent reports ------------------------------------------------------------------------
 
-    async def report_service(self, ctx: RequestContext, host: str, binary: str, availability_zone: str | None) -> dict:
+    async def report_service(
+        self, ctx: RequestContext, host: str, binary: str, availability_zone: str | None
+    ) -> dict[str, Any]:
         """A heartbeat. Returns the service's admin state so the agent can log it."""
         async with self.rt.db.begin() as conn:
             row = await hosts.upsert_service(conn, host, binary, binary.replace("nova-", ""), availability_zone)
+        assert row is not None  # upserted in this transaction
         return {"id": row.uuid, "disabled": bool(row.disabled)}
 
     async def report_compute_node(self, ctx: RequestContext, host: str, resources: dict[str, Any]) -> str:
         """Create or update the host's compute node, resource provider and inventories."""
         node_name = resources.get("hypervisor_hostname") or host
         uuid = hosts.node_uuid(node_name)
-        now = utcnow()
         settings = self.settings
         values = dict(
             host=host,
@@ -239,14 +204,9 @@ class ConductorManager:
             local_gb=int(resources["local_gb"]),
             cpu_info=resources.get("cpu_info") or {},
             host_ip=resources.get("host_ip"),
-            updated_at=now,
         )
         async with self.rt.db.begin() as conn:
-            exists = await conn.scalar(sa.select(t.compute_nodes.c.id).where(t.compute_nodes.c.uuid == uuid))
-            if exists:
-                await conn.execute(t.compute_nodes.update().where(t.compute_nodes.c.uuid == uuid).values(**values))
-            else:
-                await conn.execute(t.compute_nodes.insert().values(uuid=uuid, created_at=now, **values))
+            await hosts.upsert_compute_node(conn, uuid, **values)
             await placement.ensure_provider(conn, uuid, node_name)
             await placement.set_inventories(
                 conn,
@@ -273,13 +233,7 @@ class ConductorManager:
         """May ``host`` still build this instance? False for a stale (redelivered) build message:
         the build was failed meanwhile (host down, timeout), deleted, or moved elsewhere."""
         async with self.rt.db.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(t.instances.c.vm_state, t.instances.c.host, t.instances.c.deleted).where(
-                        t.instances.c.uuid == instance_uuid
-                    )
-                )
-            ).first()
+            row = await records.get_instance(conn, instance_uuid)
         return row is not None and not row.deleted and row.vm_state == states.BUILDING and row.host == host
 
     async def instance_update(
@@ -301,12 +255,11 @@ class ConductorManager:
         if bad:
             raise ValueError(f"agents may not set {', '.join(sorted(bad))}")
         changes = {k: (parse_iso(v) if k.endswith("_at") and isinstance(v, str) else v) for k, v in values.items()}
-        changes["updated_at"] = utcnow()
-        where = [t.instances.c.uuid == instance_uuid, t.instances.c.deleted.is_(False)]
+        expect: dict[str, Any] = {"deleted": False}
         if expect_vm_state is not None:
-            where.append(t.instances.c.vm_state == expect_vm_state)
+            expect["vm_state"] = expect_vm_state
         async with self.rt.db.begin() as conn:
-            result = await conn.execute(t.instances.update().where(*where).values(**changes))
+            changed = await records.update_instance(conn, instance_uuid, expect=expect, **changes)
             if event:
                 await actions.record_event(
                     conn,
@@ -323,7 +276,7 @@ class ConductorManager:
                 await records.add_fault(conn, instance_uuid, fault, host=(event or {}).get("host"))
             if finish_action:
                 await actions.finish_action(conn, instance_uuid, ctx.request_id)
-        return result.rowcount > 0
+        return changed
 
     async def instance_destroyed(self, ctx: RequestContext, instance_uuid: str, host: str) -> None:
         """The agent removed the guest: free its resources and mark the instance deleted."""
@@ -343,26 +296,14 @@ class ConductorManager:
     async def instances_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
         """What the database says should live on ``host`` (for the agent's reconciliation)."""
         async with self.rt.db.connect() as conn:
-            rows = await conn.execute(
-                sa.select(t.instances).where(t.instances.c.host == host, t.instances.c.deleted.is_(False))
-            )
-            return [await records.payload_from_row(conn, row) for row in rows.fetchall()]
+            return [await records.payload_from_row(conn, row) for row in await records.instances_on_host(conn, host)]
 
     async def sync_power_states(self, ctx: RequestContext, host: str, power_states: dict[str, int]) -> None:
         """Record the hypervisor's view: the power state, and the vm_state it implies."""
         if not power_states:
             return
         async with self.rt.db.begin() as conn:
-            rows = await conn.execute(
-                sa.select(
-                    t.instances.c.uuid, t.instances.c.vm_state, t.instances.c.task_state, t.instances.c.power_state
-                ).where(
-                    t.instances.c.uuid.in_(list(power_states)),
-                    t.instances.c.host == host,
-                    t.instances.c.deleted.is_(False),
-                )
-            )
-            for row in rows.fetchall():
+            for row in await records.instances_on_host(conn, host, uuids=list(power_states)):
                 power = int(power_states[row.uuid])
                 if row.task_state is not None:
                     continue  # an operation is under way; it will set the state when it ends
@@ -380,8 +321,7 @@ class ConductorManager:
                         new=new_state,
                     )
                 if values:
-                    values["updated_at"] = utcnow()
-                    await conn.execute(t.instances.update().where(t.instances.c.uuid == row.uuid).values(**values))
+                    await records.update_instance(conn, row.uuid, **values)
 
     # -- periodic -----------------------------------------------------------------------------
 
@@ -410,19 +350,10 @@ class ConductorManager:
         timeout_before = now - timedelta(seconds=self.settings.build_timeout)
         failed: list[tuple[str, str, str | None]] = []
         async with self.rt.db.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(t.instances.c.uuid, t.instances.c.host, t.instances.c.created_at).where(
-                        t.instances.c.vm_state == states.BUILDING, t.instances.c.deleted.is_(False)
-                    )
-                )
-            ).fetchall()
+            rows = await records.building_instances(conn)
             if not rows:
                 return []
-            services = {
-                s.host: s
-                for s in await conn.execute(sa.select(t.services).where(t.services.c.binary == "nova-compute"))
-            }
+            services = {s.host: s for s in await hosts.list_services(conn, binary=hosts.COMPUTE_BINARY)}
         for row in rows:
             if row.created_at <= timeout_before:
                 failed.append(
@@ -441,19 +372,17 @@ class ConductorManager:
             async with self.rt.db.begin() as conn:
                 # Only if it is still building where we saw it: a build that just finished
                 # or was rescheduled meanwhile keeps its claim.
-                result = await conn.execute(
-                    t.instances.update()
-                    .where(
-                        t.instances.c.uuid == uuid,
-                        t.instances.c.vm_state == states.BUILDING,
-                        t.instances.c.host.is_(None) if host is None else t.instances.c.host == host,
-                    )
-                    .values(vm_state=states.ERROR, task_state=None, updated_at=utcnow())
+                aborted = await records.update_instance(
+                    conn,
+                    uuid,
+                    expect={"vm_state": states.BUILDING, "host": host},
+                    vm_state=states.ERROR,
+                    task_state=None,
                 )
-                if result.rowcount:
+                if aborted:
                     await placement.release(conn, uuid)
                     await records.add_fault(conn, uuid, message, host=host)
-            if result.rowcount:
+            if aborted:
                 log.warning("conductor.build_aborted", instance=uuid, reason=message)
         return [f[0] for f in failed]
 

@@ -47,9 +47,8 @@ from websockify.websocketproxy import ProxyRequestHandler
 from novalite.bus import BusError
 from novalite.config import Settings
 from novalite.context import RequestContext
-from novalite.db import schema as t
 from novalite.log import bind_request_id, get_logger
-from novalite.runtime import Runtime
+from novalite.runtime import ControllerRuntime
 from novalite.store import consoles as tokens
 from novalite.store import servers as records
 
@@ -116,26 +115,6 @@ def origin_allowed(origin: str | None, allowed: set[str]) -> bool:
     return origin_of(origin) in allowed
 
 
-def public_base(settings: Settings, port: int | None = None) -> str:
-    """The URL browsers reach the console proxy at (``console_public_url`` or from the listen address)."""
-    if settings.console_public_url:
-        return settings.console_public_url.rstrip("/")
-    host, _, listen_port = settings.console_listen.rpartition(":")
-    if host in ("0.0.0.0", "::", "", "[::]"):
-        host = "127.0.0.1"
-    return f"http://{host}:{port or int(listen_port)}"
-
-
-def console_base_url(rt: Runtime) -> str:
-    """The console proxy's public URL, as the API puts it into console URLs.
-
-    A proxy in this process knows its real port (``console_listen`` may say port 0).
-    """
-    for proxy in rt.services.get("ConsoleProxy", []):
-        return proxy.public_base
-    return public_base(rt.settings)
-
-
 class _Server(ThreadingMixIn, HTTPServer):
     """websockify's handler expects a few attributes on its server (see ``LibProxyServer``)."""
 
@@ -159,8 +138,8 @@ class _Server(ThreadingMixIn, HTTPServer):
         self.heartbeat = None
         self.token_plugin = None
         self.auth_plugin = None
-        self.target_host = None
-        self.target_port = None
+        self.target_host: str | None = None
+        self.target_port: int | None = None
         self.unix_target = None
         self.unix_listen = None
         self.wrap_cmd = None
@@ -187,7 +166,7 @@ class _WebsockifyLog:
     debug = warning = warn = error = info
 
 
-class ConsoleRequestHandler(ProxyRequestHandler):
+class ConsoleRequestHandler(ProxyRequestHandler):  # type: ignore[misc]  # websockify has no types
     """websockify's proxy handler with novalite's checks in front of the websocket handshake."""
 
     server: _Server
@@ -217,7 +196,7 @@ class ConsoleRequestHandler(ProxyRequestHandler):
 
     def translate_path(self, path: str) -> str:
         self.directory = str(self.server.proxy.novnc_dir)
-        return super().translate_path(path)
+        return str(super().translate_path(path))
 
     def list_directory(self, path: Any) -> None:
         self.send_error(404)
@@ -330,7 +309,7 @@ def _token_from_query(query: str) -> str | None:
 class ConsoleProxy:
     """The console service: start() binds and serves in a thread, stop() ends it and its consoles."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: ControllerRuntime) -> None:
         self.rt = rt
         self.settings = rt.settings
         self.novnc_dir: Path | None = None
@@ -343,7 +322,7 @@ class ConsoleProxy:
 
     @property
     def public_base(self) -> str:
-        return public_base(self.settings, self.port)
+        return self.settings.console_public_base(self.port)
 
     @property
     def allowed_origins(self) -> set[str]:
@@ -382,6 +361,7 @@ class ConsoleProxy:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="console-proxy", daemon=True
         )
         self._thread.start()
+        self.rt.console_url = self.public_base  # the real port, for the API's console URLs
         log.info("console.started", url=self.public_base, novnc=str(self.novnc_dir) if self.novnc_dir else None)
 
     async def stop(self) -> None:
@@ -440,10 +420,9 @@ class ConsoleProxy:
         ctx = RequestContext.admin()
         with bind_request_id(ctx.request_id):
             async with self.rt.db.connect() as conn:
-                row = (await conn.execute(t.instances.select().where(t.instances.c.uuid == auth.instance_uuid))).first()
-                if row is None:
-                    raise Refused(403, "console token refused: the instance no longer exists")
-                payload = await records.payload_from_row(conn, row)
+                payload = await records.instance_payload(conn, auth.instance_uuid)
+            if payload is None:
+                raise Refused(403, "console token refused: the instance no longer exists")
             try:
                 return await self.rt.bus.call(
                     ctx, f"compute.{auth.compute_host}", method, instance=payload, timeout=self.settings.rpc_timeout

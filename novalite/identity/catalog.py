@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from novalite.config import Settings
 
@@ -69,7 +70,7 @@ def endpoints(settings: Settings) -> list[Endpoint]:
     ]
 
 
-def token_catalog(settings: Settings) -> list[dict]:
+def token_catalog(settings: Settings) -> list[dict[str, Any]]:
     """The ``catalog`` of a scoped token, in Keystone's format."""
     by_service: dict[str, list[Endpoint]] = {}
     for ep in endpoints(settings):

@@ -62,7 +62,8 @@ def qcow2_virtual_size(header: bytes) -> int | None:
     Reading the header we already have in memory is enough; no ``qemu-img info`` needed.
     """
     if len(header) >= 32 and header[:4] == QCOW2_MAGIC:
-        return struct.unpack(">Q", header[24:32])[0]
+        size: int = struct.unpack(">Q", header[24:32])[0]
+        return size
     return None
 
 

@@ -15,18 +15,15 @@ import socket
 import time
 from typing import Any
 
-import sqlalchemy as sa
-
 from novalite.context import RequestContext
-from novalite.db import schema as t
 from novalite.log import get_logger
-from novalite.runtime import Runtime
+from novalite.runtime import ControllerRuntime
 from novalite.scheduler.filters import DEFAULT_FILTERS, BaseFilter
 from novalite.scheduler.hoststate import HostState, RequestSpec
 from novalite.scheduler.weights import DEFAULT_WEIGHERS, BaseWeigher, weigh_hosts
 from novalite.servicegroup import is_up
+from novalite.store import hosts as hosts_store
 from novalite.store import placement
-from novalite.store.hosts import upsert_service
 from novalite.tasks import cancel_and_wait
 
 log = get_logger("novalite.scheduler")
@@ -46,7 +43,7 @@ class SchedulerManager:
 
     def __init__(
         self,
-        rt: Runtime,
+        rt: ControllerRuntime,
         filters: list[BaseFilter] | None = None,
         weighers: list[BaseWeigher] | None = None,
     ) -> None:
@@ -72,7 +69,7 @@ class SchedulerManager:
         while True:
             try:
                 async with self.rt.db.begin() as conn:
-                    await upsert_service(conn, host, "nova-scheduler", "scheduler", "internal")
+                    await hosts_store.upsert_service(conn, host, "nova-scheduler", "scheduler", "internal")
             except Exception:
                 log.exception("scheduler.report_failed")
             await asyncio.sleep(self.rt.settings.report_interval)
@@ -88,22 +85,7 @@ class SchedulerManager:
             started = time.monotonic()
             async with self.rt.db.connect() as conn:
                 usages = await placement.all_usages(conn)
-                rows = await conn.execute(
-                    sa.select(
-                        t.compute_nodes.c.uuid,
-                        t.compute_nodes.c.host,
-                        t.compute_nodes.c.hypervisor_hostname,
-                        t.compute_nodes.c.hypervisor_type,
-                        t.compute_nodes.c.cpu_info,
-                        t.services.c.disabled,
-                        t.services.c.forced_down,
-                        t.services.c.last_seen_up,
-                        t.services.c.availability_zone,
-                    ).join(
-                        t.services,
-                        sa.and_(t.services.c.host == t.compute_nodes.c.host, t.services.c.binary == "nova-compute"),
-                    )
-                )
+                rows = await hosts_store.list_compute_node_states(conn)
                 down_time = self.rt.settings.service_down_time
                 hosts = {}
                 for r in rows:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from novalite.db import Connection
 from novalite.db import schema as t
+from novalite.errors import Invalid
 from novalite.timeutil import utcnow
 
 
@@ -77,3 +79,49 @@ async def finish_action(conn: Connection, instance_uuid: str, request_id: str) -
         .where(t.instance_actions.c.instance_uuid == instance_uuid, t.instance_actions.c.request_id == request_id)
         .values(finish_time=now, updated_at=now)
     )
+
+
+# -- reading (``os-instance-actions``) ------------------------------------------------------
+
+
+async def list_actions(
+    conn: Connection,
+    instance_uuid: str,
+    *,
+    changes_since: datetime | None = None,
+    changes_before: datetime | None = None,
+    limit: int | None = None,
+    marker: str | None = None,
+) -> list[sa.Row[Any]]:
+    """The instance's actions, newest first: at most ``limit`` after the one of request id ``marker``.
+
+    Invalid if the marker names no action of the instance (in the time window).
+    """
+    c = t.instance_actions.c
+    query = sa.select(t.instance_actions).where(c.instance_uuid == instance_uuid)
+    if changes_since:
+        query = query.where(c.updated_at >= changes_since)
+    if changes_before:
+        query = query.where(c.updated_at <= changes_before)
+    rows = list(await conn.execute(query.order_by(c.start_time.desc(), c.id.desc())))
+    if marker is not None:
+        ids = [r.request_id for r in rows]
+        if marker not in ids:
+            raise Invalid(f"Marker {marker} could not be found.")
+        rows = rows[ids.index(marker) + 1 :]
+    if limit is not None:
+        rows = rows[:limit]
+    return rows
+
+
+async def get_action(conn: Connection, instance_uuid: str, request_id: str) -> sa.Row[Any] | None:
+    c = t.instance_actions.c
+    query = sa.select(t.instance_actions).where(c.instance_uuid == instance_uuid, c.request_id == request_id)
+    return (await conn.execute(query)).first()
+
+
+async def action_events(conn: Connection, action_id: int) -> list[sa.Row[Any]]:
+    """The action's events, newest first."""
+    c = t.instance_action_events.c
+    query = sa.select(t.instance_action_events).where(c.action_id == action_id)
+    return list(await conn.execute(query.order_by(c.start_time.desc(), c.id.desc())))

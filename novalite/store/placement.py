@@ -17,6 +17,7 @@ re-checks the WHERE clause; on SQLite the process's single connection serializes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -71,7 +72,7 @@ class ProviderUsage:
         return True
 
 
-def flavor_resources(flavor: dict) -> dict[str, int]:
+def flavor_resources(flavor: dict[str, Any]) -> dict[str, int]:
     """What an instance of ``flavor`` consumes: vCPUs, RAM, and root+ephemeral+swap disk."""
     swap_gb = (int(flavor.get("swap") or 0) + 1023) // 1024
     return {
@@ -85,6 +86,13 @@ async def ensure_provider(conn: Connection, uuid: str, name: str) -> None:
     exists = await conn.scalar(sa.select(t.resource_providers.c.uuid).where(t.resource_providers.c.uuid == uuid))
     if not exists:
         await conn.execute(t.resource_providers.insert().values(uuid=uuid, name=name, generation=0))
+
+
+async def delete_provider(conn: Connection, uuid: str) -> None:
+    """Remove a provider with its allocations and inventories (its compute service was deleted)."""
+    await conn.execute(t.allocations.delete().where(t.allocations.c.provider_uuid == uuid))
+    await conn.execute(t.inventories.delete().where(t.inventories.c.provider_uuid == uuid))
+    await conn.execute(t.resource_providers.delete().where(t.resource_providers.c.uuid == uuid))
 
 
 async def set_inventories(conn: Connection, provider_uuid: str, inventories: dict[str, Inventory]) -> bool:

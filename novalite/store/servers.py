@@ -1,15 +1,30 @@
-"""Instances: their rows, the payload an agent gets, faults, and the end of a delete."""
+"""Instances: their rows, metadata and faults, the payload an agent gets, and the end of a delete.
+
+The API and the conductor read and write instances only through these functions, so an
+instance is created one way (:func:`create_instances`) and changed one way
+(:func:`update_instance`, conditional when the change depends on the state it read).
+Listing with filters and paging lives in :mod:`novalite.store.server_lists`.
+"""
 
 from __future__ import annotations
 
+import uuid as uuidlib
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
 from novalite import states
+from novalite.config import Settings
+from novalite.context import RequestContext
 from novalite.db import Connection
 from novalite.db import schema as t
-from novalite.store import placement
+from novalite.errors import NotFound, QuotaExceeded
+from novalite.servicegroup import is_up
+from novalite.store import actions, hosts, placement
+from novalite.store.network import allocate_port
+from novalite.store.quotas import check_quota
 from novalite.timeutil import utcnow
 
 
@@ -18,24 +33,245 @@ def instance_name(instance_id: int) -> str:
     return f"instance-{instance_id:08x}"
 
 
-# -- instances ------------------------------------------------------------------------------
+# -- reading instances ----------------------------------------------------------------------
+
+
+async def get_instance(conn: Connection, instance_uuid: str, *, include_deleted: bool = True) -> sa.Row[Any] | None:
+    """The instance's row, whoever owns it (the conductor's view); None if there is none."""
+    query = sa.select(t.instances).where(t.instances.c.uuid == instance_uuid)
+    if not include_deleted:
+        query = query.where(t.instances.c.deleted.is_(False))
+    return (await conn.execute(query)).first()
+
+
+async def visible_instance(
+    conn: Connection, ctx: RequestContext, instance_uuid: str, *, allow_deleted: bool = False
+) -> sa.Row[Any]:
+    """The instance, if the caller may see it; NotFound (never Forbidden) otherwise, so ids don't leak."""
+    row = await get_instance(conn, instance_uuid, include_deleted=allow_deleted)
+    if row is None or (not ctx.is_admin and row.project_id != ctx.project_id):
+        raise NotFound(f"Instance {instance_uuid} could not be found.")
+    return row
+
+
+async def instances_on_host(conn: Connection, host: str, uuids: Collection[str] | None = None) -> list[sa.Row[Any]]:
+    """The live (not deleted) instances the database places on ``host``, optionally only ``uuids``."""
+    query = sa.select(t.instances).where(t.instances.c.host == host, t.instances.c.deleted.is_(False))
+    if uuids is not None:
+        query = query.where(t.instances.c.uuid.in_(list(uuids)))
+    return list((await conn.execute(query)).fetchall())
+
+
+async def building_instances(conn: Connection) -> list[sa.Row[Any]]:
+    """Live instances still in BUILD (for the conductor's watchdog)."""
+    query = sa.select(t.instances.c.uuid, t.instances.c.host, t.instances.c.created_at).where(
+        t.instances.c.vm_state == states.BUILDING, t.instances.c.deleted.is_(False)
+    )
+    return list((await conn.execute(query)).fetchall())
+
+
+# -- writing instances ----------------------------------------------------------------------
+
+
+async def update_instance(
+    conn: Connection, instance_uuid: str, *, expect: Mapping[str, Any] | None = None, **values: Any
+) -> bool:
+    """Set ``values`` (and ``updated_at``) on one instance; True if it changed.
+
+    ``expect`` makes it a conditional UPDATE: it applies only while each named column still
+    holds its value (None matches NULL), so a state check and the change it allows are one
+    atomic step, and a writer that lost a race changes nothing.
+    """
+    columns = t.instances.c
+    where = [columns.uuid == instance_uuid]
+    for name, value in (expect or {}).items():
+        column = columns[name]
+        where.append(column.is_(value) if value is None or isinstance(value, bool) else column == value)
+    values.setdefault("updated_at", utcnow())
+    result = await conn.execute(t.instances.update().where(*where).values(**values))
+    return bool(result.rowcount)
+
+
+@dataclass(frozen=True)
+class NewInstances:
+    """One ``POST /servers``: ``count`` instances alike but for name, hostname and launch index."""
+
+    count: int
+    name: str
+    hostname: str
+    project_id: str | None
+    user_id: str | None
+    request_id: str
+    flavor: dict[str, Any]  # the flavor as embedded in the instance (flavorid, name, sizes, extra_specs)
+    image_ref: str
+    image_meta: dict[str, Any]
+    reservation_id: str
+    description: str | None = None
+    availability_zone: str | None = None
+    key_name: str | None = None
+    key_data: str | None = None
+    user_data: str | None = None
+    config_drive: bool = False
+    access_ip_v4: str | None = None
+    access_ip_v6: str | None = None
+    tags: list[str] = field(default_factory=list)
+    scheduler_hints: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    with_port: bool = False
+
+
+async def create_instances(conn: Connection, settings: Settings, new: NewInstances) -> list[str]:
+    """Write the instances in BUILD/scheduling, with metadata, a port if asked, and a ``create``
+    action each; returns their uuids. NoMoreAddresses if the network is full."""
+    now = utcnow()
+    uuids = []
+    for index in range(new.count):
+        uuid = str(uuidlib.uuid4())
+        uuids.append(uuid)
+        await conn.execute(
+            t.instances.insert().values(
+                uuid=uuid,
+                display_name=new.name if new.count == 1 else f"{new.name}-{index + 1}",
+                display_description=new.description,
+                hostname=new.hostname if new.count == 1 else f"{new.hostname}-{index + 1}",
+                project_id=new.project_id,
+                user_id=new.user_id,
+                image_ref=new.image_ref,
+                flavor=new.flavor,
+                vcpus=new.flavor["vcpus"],
+                memory_mb=new.flavor["memory_mb"],
+                root_gb=new.flavor["root_gb"],
+                ephemeral_gb=new.flavor["ephemeral_gb"],
+                vm_state=states.BUILDING,
+                task_state=states.SCHEDULING,
+                power_state=0,
+                requested_az=new.availability_zone,
+                availability_zone=new.availability_zone,
+                key_name=new.key_name,
+                key_data=new.key_data,
+                user_data=new.user_data,
+                config_drive=new.config_drive,
+                reservation_id=new.reservation_id,
+                launch_index=index,
+                access_ip_v4=new.access_ip_v4,
+                access_ip_v6=new.access_ip_v6,
+                tags=list(new.tags),
+                scheduler_hints=dict(new.scheduler_hints),
+                image_meta=new.image_meta,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        if new.metadata:
+            await conn.execute(
+                t.instance_metadata.insert(),
+                [{"instance_uuid": uuid, "key": k, "value": v} for k, v in new.metadata.items()],
+            )
+        if new.with_port:
+            await allocate_port(conn, settings, uuid)
+        await actions.start_action(conn, uuid, "create", new.request_id, new.user_id, new.project_id)
+    return uuids
+
+
+async def instances_allowed(
+    conn: Connection, settings: Settings, project_id: str, flavor: Mapping[str, Any], min_count: int, max_count: int
+) -> int:
+    """How many of ``min_count``..``max_count`` instances of ``flavor`` the project's quota allows;
+    QuotaExceeded if not even ``min_count``."""
+    allowed = max_count
+    while True:
+        try:
+            await check_quota(
+                conn,
+                settings,
+                project_id,
+                instances=allowed,
+                cores=flavor["vcpus"] * allowed,
+                ram=flavor["memory_mb"] * allowed,
+            )
+            return allowed
+        except QuotaExceeded:
+            if allowed <= min_count:
+                raise
+            allowed -= 1
+
+
+async def finalize_delete(conn: Connection, instance_uuid: str) -> None:
+    """Mark an instance deleted and free what it held (allocations, ports, console tokens)."""
+    now = utcnow()
+    await placement.release(conn, instance_uuid)
+    await conn.execute(t.ports.delete().where(t.ports.c.instance_uuid == instance_uuid))
+    await conn.execute(t.console_auth_tokens.delete().where(t.console_auth_tokens.c.instance_uuid == instance_uuid))
+    await update_instance(
+        conn,
+        instance_uuid,
+        vm_state=states.DELETED,
+        task_state=None,
+        power_state=0,
+        deleted=True,
+        deleted_at=now,
+        terminated_at=now,
+        updated_at=now,
+    )
+
+
+# -- metadata -------------------------------------------------------------------------------
+
+
+async def get_metadata(conn: Connection, instance_uuid: str) -> dict[str, str]:
+    rows = await conn.execute(
+        sa.select(t.instance_metadata).where(t.instance_metadata.c.instance_uuid == instance_uuid)
+    )
+    return {r.key: r.value for r in rows}
+
+
+async def set_metadata(
+    conn: Connection, instance_uuid: str, meta: Mapping[str, str], *, replace: bool, max_items: int
+) -> dict[str, str]:
+    """Merge ``meta`` into the instance's metadata (or replace it); returns the result.
+
+    QuotaExceeded (metadata_items) if the result would hold more than ``max_items`` keys.
+    """
+    current = {} if replace else await get_metadata(conn, instance_uuid)
+    current.update(meta)
+    if len(current) > max_items:
+        raise QuotaExceeded("metadata_items", len(current), 0, max_items)
+    await conn.execute(t.instance_metadata.delete().where(t.instance_metadata.c.instance_uuid == instance_uuid))
+    if current:
+        await conn.execute(
+            t.instance_metadata.insert(),
+            [{"instance_uuid": instance_uuid, "key": k, "value": v} for k, v in current.items()],
+        )
+    await update_instance(conn, instance_uuid)  # the view shows metadata: bump updated_at
+    return current
+
+
+async def delete_metadata_item(conn: Connection, instance_uuid: str, key: str) -> bool:
+    """Remove one key; False if the instance had no such key."""
+    result = await conn.execute(
+        t.instance_metadata.delete().where(
+            t.instance_metadata.c.instance_uuid == instance_uuid, t.instance_metadata.c.key == key
+        )
+    )
+    if not result.rowcount:
+        return False
+    await update_instance(conn, instance_uuid)  # the view shows metadata: bump updated_at
+    return True
+
+
+# -- what an agent gets ---------------------------------------------------------------------
 
 
 async def instance_payload(conn: Connection, instance_uuid: str) -> dict[str, Any] | None:
     """Everything an agent needs about one instance, as plain JSON (the driver's Instance)."""
-    row = (await conn.execute(sa.select(t.instances).where(t.instances.c.uuid == instance_uuid))).first()
+    row = await get_instance(conn, instance_uuid)
     if row is None:
         return None
     return await payload_from_row(conn, row)
 
 
 async def payload_from_row(conn: Connection, row: Any) -> dict[str, Any]:
-    meta = {
-        r.key: r.value
-        for r in await conn.execute(
-            sa.select(t.instance_metadata).where(t.instance_metadata.c.instance_uuid == row.uuid)
-        )
-    }
+    meta = await get_metadata(conn, row.uuid)
     ports = [
         {"mac": p.mac, "ip": p.ip, "network": p.network}
         for p in await conn.execute(sa.select(t.ports).where(t.ports.c.instance_uuid == row.uuid))
@@ -75,6 +311,13 @@ async def payload_from_row(conn: Connection, row: Any) -> dict[str, Any]:
     }
 
 
+# -- faults ---------------------------------------------------------------------------------
+
+#: A fault with this code records a failed build attempt that was rescheduled; it is not
+#: shown as the instance's fault.
+RETRY_FAULT_CODE = 0
+
+
 async def add_fault(
     conn: Connection, instance_uuid: str, message: str, code: int = 500, details: str = "", host: str | None = None
 ) -> None:
@@ -90,22 +333,34 @@ async def add_fault(
     )
 
 
-async def finalize_delete(conn: Connection, instance_uuid: str) -> None:
-    """Mark an instance deleted and free what it held (allocations, ports, console tokens)."""
-    now = utcnow()
-    await placement.release(conn, instance_uuid)
-    await conn.execute(t.ports.delete().where(t.ports.c.instance_uuid == instance_uuid))
-    await conn.execute(t.console_auth_tokens.delete().where(t.console_auth_tokens.c.instance_uuid == instance_uuid))
-    await conn.execute(
-        t.instances.update()
-        .where(t.instances.c.uuid == instance_uuid)
-        .values(
-            vm_state=states.DELETED,
-            task_state=None,
-            power_state=0,
-            deleted=True,
-            deleted_at=now,
-            terminated_at=now,
-            updated_at=now,
+async def retried_build_hosts(conn: Connection, instance_uuid: str) -> list[str | None]:
+    """The host of each build attempt that failed and was rescheduled (None if it had none)."""
+    rows = await conn.execute(
+        sa.select(t.instance_faults.c.host).where(
+            t.instance_faults.c.instance_uuid == instance_uuid, t.instance_faults.c.code == RETRY_FAULT_CODE
         )
     )
+    return [r.host for r in rows]
+
+
+async def shown_faults(conn: Connection, instance_uuids: Collection[str]) -> dict[str, sa.Row[Any]]:
+    """The newest fault shown to users (not a retried attempt) of each instance that has one."""
+    faults: dict[str, sa.Row[Any]] = {}
+    if not instance_uuids:
+        return faults
+    for f in await conn.execute(
+        sa.select(t.instance_faults)
+        .where(t.instance_faults.c.instance_uuid.in_(list(instance_uuids)), t.instance_faults.c.code != 0)
+        .order_by(t.instance_faults.c.id)
+    ):
+        faults[f.instance_uuid] = f  # the newest wins
+    return faults
+
+
+# -- the compute hosts instances run on -----------------------------------------------------
+
+
+async def compute_host_is_up(conn: Connection, host: str, down_time: float) -> bool:
+    """Whether ``host``'s compute service reported within ``down_time`` (and is not forced down)."""
+    service = await hosts.get_service_by_host(conn, host, hosts.COMPUTE_BINARY)
+    return service is not None and is_up(service, down_time)

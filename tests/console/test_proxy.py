@@ -161,9 +161,9 @@ def test_origin_rules():
 
 def test_settings_public_url_and_allowed_origins(tmp_path):
     s = Settings(console_listen="0.0.0.0:7000")
-    assert proxymod.public_base(s) == "http://127.0.0.1:7000"
+    assert s.console_public_base() == "http://127.0.0.1:7000"
     s = Settings(console_public_url="https://lab.example/console/")
-    assert proxymod.public_base(s) == "https://lab.example/console"
+    assert s.console_public_base() == "https://lab.example/console"
 
     class RT:
         settings = s

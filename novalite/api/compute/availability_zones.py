@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from aiohttp import web
 
 from novalite.api.compute.common import require_admin
 from novalite.api.compute.services import INTERNAL_ZONE, service_zone
 from novalite.api.http import context, json_response, runtime
-from novalite.db import schema as t
 from novalite.servicegroup import is_up
+from novalite.store import hosts
 from novalite.timeutil import iso_micro
 
 routes = web.RouteTableDef()
@@ -26,7 +25,7 @@ API_BINARIES = ("nova-osapi_compute", "nova-metadata")
 
 async def _services(request: web.Request) -> list[Any]:
     async with runtime(request).db.connect() as conn:
-        return list(await conn.execute(sa.select(t.services).order_by(t.services.c.id)))
+        return await hosts.list_services(conn)
 
 
 def _zones(services: list[Any], default_az: str) -> tuple[list[str], list[str]]:

@@ -18,12 +18,10 @@ from novalite import states
 from novalite.api.compute import server_actions
 from novalite.api.compute.common import require_admin, require_member
 from novalite.api.compute.microversions import microversion
-from novalite.api.compute.servers import get_instance_row, host_is_up
 from novalite.api.errors import ApiError, BadRequest, Conflict, NotFound, nova_body
 from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.validation import validate
 from novalite.bus import BusError, RemoteError
-from novalite.console.proxy import console_base_url
 from novalite.store import consoles as tokens
 from novalite.store import servers as records
 
@@ -79,14 +77,14 @@ async def get_console_url(request: web.Request, protocol: str, console_type: str
     rt = runtime(request)
     server_id = request.match_info["server_id"]
     async with rt.db.connect() as conn:
-        row = await get_instance_row(conn, ctx, server_id)
+        row = await records.visible_instance(conn, ctx, server_id)
         if protocol != "vnc" or console_type != "novnc":
             raise _unavailable(console_type)
         if not row.host:
             raise Conflict(f"Instance {server_id} is not ready.")
         if row.vm_state != states.ACTIVE or row.task_state == states.DELETING:
             raise Conflict(f"Instance {server_id} is not ready: it is in vm_state {row.vm_state}.")
-        if not await host_is_up(conn, row.host, rt.settings.service_down_time):
+        if not await records.compute_host_is_up(conn, row.host, rt.settings.service_down_time):
             raise Conflict(f"Compute host {row.host} of instance {server_id} is down.")
         payload = await records.payload_from_row(conn, row)
     try:
@@ -110,7 +108,7 @@ async def get_console_url(request: web.Request, protocol: str, console_type: str
             compute_host=row.host,
             ttl=rt.settings.console_token_ttl,
         )
-    return f"{console_base_url(rt)}/vnc.html?token={token}"
+    return f"{rt.console_url or rt.settings.console_public_base()}/vnc.html?token={token}"
 
 
 @routes.post("/v2.1/servers/{server_id}/remote-consoles")

@@ -12,17 +12,17 @@ import json
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from aiohttp import web
 
 from novalite.api.compute.common import next_link, page_params, require_admin
 from novalite.api.compute.microversions import microversion
-from novalite.api.compute.services import COMPUTE, is_uuid
+from novalite.api.compute.services import is_uuid
 from novalite.api.errors import BadRequest, NotFound
 from novalite.api.http import context, json_response, runtime
-from novalite.db import schema as t
+from novalite.api.validation import bool_word
 from novalite.servicegroup import is_up
-from novalite.store import placement
+from novalite.store import hosts, placement
+from novalite.store.hosts import Hypervisor, HypervisorUsage
 from novalite.timeutil import utcnow
 
 routes = web.RouteTableDef()
@@ -46,9 +46,9 @@ RESOURCE_FIELDS = (
 class _Stats:
     """Per-node usage: placement allocations (plus reserved) and the instances on the node."""
 
-    def __init__(self, usages: dict[str, placement.ProviderUsage], instances: list[Any]) -> None:
-        self.usages = usages
-        self.instances = instances
+    def __init__(self, usage: HypervisorUsage) -> None:
+        self.usages = usage.providers
+        self.instances = usage.instances
 
     def resources(self, node: Any) -> dict[str, int]:
         usage = self.usages.get(node.uuid)
@@ -76,27 +76,6 @@ class _Stats:
             "running_vms": len(on_node),
             "disk_available_least": node.local_gb - disk_used,
         }
-
-
-async def _load(conn: Any, nodes: list[Any], with_instances: bool = True) -> tuple[dict[str, Any], _Stats]:
-    services = {r.host: r for r in await conn.execute(sa.select(t.services).where(t.services.c.binary == COMPUTE))}
-    instances: list[Any] = []
-    if with_instances and nodes:
-        instances = list(
-            await conn.execute(
-                sa.select(
-                    t.instances.c.uuid,
-                    t.instances.c.display_name,
-                    t.instances.c.id,
-                    t.instances.c.host,
-                    t.instances.c.node,
-                    t.instances.c.task_state,
-                )
-                .where(t.instances.c.deleted == sa.false(), t.instances.c.host.in_({n.host for n in nodes}))
-                .order_by(t.instances.c.id)
-            )
-        )
-    return services, _Stats(await placement.all_usages(conn), instances)
 
 
 def _uptime_text(service: Any, now: datetime | None = None) -> str:
@@ -133,7 +112,7 @@ def _view(request: web.Request, node: Any, service: Any, stats: _Stats, detail: 
             body.update(stats.resources(node))
             cpu_info = node.cpu_info or {}
             if mv.at_least("2.28"):
-                body["cpu_info"] = cpu_info if isinstance(cpu_info, dict) else json.loads(cpu_info or "{}")
+                body["cpu_info"] = cpu_info if isinstance(cpu_info, dict) else json.loads(cpu_info)
             else:
                 body["cpu_info"] = cpu_info if isinstance(cpu_info, str) else json.dumps(cpu_info)
         else:
@@ -153,11 +132,9 @@ def _bool_param(request: web.Request, name: str) -> bool:
     raw = request.query.get(name)
     if raw is None:
         return False
-    lowered = raw.strip().lower()
-    if lowered in ("1", "t", "true", "on", "y", "yes"):
-        return True
-    if lowered in ("0", "f", "false", "off", "n", "no"):
-        return False
+    value = bool_word(raw)
+    if value is not None:
+        return value
     raise BadRequest(
         f"Invalid input for query parameters {name}. Value: {raw}. {raw!r} is not one of "
         "['True', 'False', 'true', 'false', '1', '0', 'yes', 'no', 'on', 'off', 't', 'f', 'y', 'n']"
@@ -171,27 +148,25 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
     with_servers = _bool_param(request, "with_servers") if mv.at_least("2.53") else False
     paging = mv.at_least("2.33")
     limit, marker = page_params(request) if paging else (None, None)
+    if pattern is not None:
+        if "limit" in request.query or marker:
+            raise BadRequest(
+                "Paging over hypervisors with the hypervisor_hostname_pattern query parameter is not supported."
+            )
+        paging = False
     async with runtime(request).db.connect() as conn:
-        query = sa.select(t.compute_nodes).order_by(t.compute_nodes.c.id)
-        if pattern is not None:
-            if "limit" in request.query or marker:
-                raise BadRequest(
-                    "Paging over hypervisors with the hypervisor_hostname_pattern query parameter is not supported."
-                )
-            paging = False
-            query = query.where(t.compute_nodes.c.hypervisor_hostname.like(f"%{pattern}%"))
-        nodes = list(await conn.execute(query))
-        if pattern is not None and not nodes:
+        found = await hosts.list_hypervisors(conn, hostname_like=pattern)
+        if pattern is not None and not found:
             raise NotFound(f"No hypervisor matching '{pattern}' could be found.")
         if marker is not None:
-            keys = [str(n.uuid if mv.at_least("2.53") else n.id) for n in nodes]
+            keys = [str(h.node.uuid if mv.at_least("2.53") else h.node.id) for h in found]
             if marker not in keys:
                 raise BadRequest(f"marker [{marker}] not found")
-            nodes = nodes[keys.index(marker) + 1 :]
+            found = found[keys.index(marker) + 1 :]
         if limit is not None:
-            nodes = nodes[:limit]
-        services, stats = await _load(conn, nodes, with_instances=detail or with_servers)
-    items = [_view(request, n, services[n.host], stats, detail, with_servers) for n in nodes if n.host in services]
+            found = found[:limit]
+        stats = _Stats(await hosts.hypervisor_usage(conn, found, with_instances=detail or with_servers))
+    items = [_view(request, h.node, h.service, stats, detail, with_servers) for h in found if h.service is not None]
     body: dict[str, Any] = {"hypervisors": items}
     if paging and limit and len(items) == limit:
         collection = "os-hypervisors/detail" if detail else "os-hypervisors"
@@ -215,33 +190,36 @@ async def hypervisor_statistics(request: web.Request) -> web.Response:
         raise NotFound("The resource could not be found.")
     require_admin(context(request), "os_compute_api:os-hypervisors:statistics")
     async with runtime(request).db.connect() as conn:
-        nodes = list(await conn.execute(sa.select(t.compute_nodes).order_by(t.compute_nodes.c.id)))
-        services, stats = await _load(conn, nodes)
+        found = await hosts.list_hypervisors(conn)
+        stats = _Stats(await hosts.hypervisor_usage(conn, found))
     totals = dict.fromkeys(RESOURCE_FIELDS, 0)
     count = 0
-    for node in nodes:
-        if node.host not in services:
+    for h in found:
+        if h.service is None:
             continue
         count += 1
-        for key, value in stats.resources(node).items():
+        for key, value in stats.resources(h.node).items():
             totals[key] += value
     return json_response({"hypervisor_statistics": {"count": count, **totals}})
 
 
-async def _node(conn: Any, request: web.Request, ident: str) -> Any:
+def _hypervisor_id(request: web.Request, ident: str) -> int | str:
+    """The path's hypervisor id: a compute node uuid from 2.53, its integer id below."""
     if microversion(request).at_least("2.53"):
         if not is_uuid(ident):
             raise BadRequest(f"Invalid uuid {ident}")
-        where = t.compute_nodes.c.uuid == ident
-    else:
-        try:
-            where = t.compute_nodes.c.id == int(ident)
-        except ValueError:
-            raise NotFound(f"Hypervisor with ID '{ident}' could not be found.") from None
-    node = (await conn.execute(sa.select(t.compute_nodes).where(where))).first()
-    if node is None:
+        return ident
+    try:
+        return int(ident)
+    except ValueError:
+        raise NotFound(f"Hypervisor with ID '{ident}' could not be found.") from None
+
+
+def _found(hypervisor: Hypervisor | None, ident: str) -> Hypervisor:
+    """A hypervisor the API shows: its node exists and so does its compute service."""
+    if hypervisor is None or hypervisor.service is None:
         raise NotFound(f"Hypervisor with ID '{ident}' could not be found.")
-    return node
+    return hypervisor
 
 
 @routes.get(HYPERVISORS + "/{ident}")
@@ -250,12 +228,12 @@ async def show_hypervisor(request: web.Request) -> web.Response:
     require_admin(context(request), "os_compute_api:os-hypervisors:show")
     ident = request.match_info["ident"]
     with_servers = _bool_param(request, "with_servers") if mv.at_least("2.53") else False
+    key = _hypervisor_id(request, ident)
     async with runtime(request).db.connect() as conn:
-        node = await _node(conn, request, ident)
-        services, stats = await _load(conn, [node])
-    if node.host not in services:
-        raise NotFound(f"Hypervisor with ID '{ident}' could not be found.")
-    return json_response({"hypervisor": _view(request, node, services[node.host], stats, True, with_servers)})
+        hypervisor = _found(await hosts.get_hypervisor(conn, key), ident)
+        stats = _Stats(await hosts.hypervisor_usage(conn, [hypervisor]))
+    body = _view(request, hypervisor.node, hypervisor.service, stats, True, with_servers)
+    return json_response({"hypervisor": body})
 
 
 @routes.get(HYPERVISORS + "/{ident}/uptime")
@@ -264,12 +242,11 @@ async def hypervisor_uptime(request: web.Request) -> web.Response:
         raise NotFound("The resource could not be found.")
     require_admin(context(request), "os_compute_api:os-hypervisors:uptime")
     ident = request.match_info["ident"]
+    key = _hypervisor_id(request, ident)
     async with runtime(request).db.connect() as conn:
-        node = await _node(conn, request, ident)
-        services, stats = await _load(conn, [node], with_instances=False)
-    service = services.get(node.host)
-    if service is None:
-        raise NotFound(f"Hypervisor with ID '{ident}' could not be found.")
+        hypervisor = _found(await hosts.get_hypervisor(conn, key), ident)
+        stats = _Stats(await hosts.hypervisor_usage(conn, [hypervisor], with_instances=False))
+    node, service = hypervisor.node, hypervisor.service
     if not is_up(service, runtime(request).settings.service_down_time):
         raise BadRequest(f"Compute service of {node.host} is unavailable at this time.")
     body = _view(request, node, service, stats, False, False)
@@ -283,17 +260,11 @@ async def _search(request: web.Request, servers: bool) -> web.Response:
     require_admin(context(request), f"os_compute_api:os-hypervisors:{'servers' if servers else 'search'}")
     pattern = request.match_info["pattern"]
     async with runtime(request).db.connect() as conn:
-        nodes = list(
-            await conn.execute(
-                sa.select(t.compute_nodes)
-                .where(t.compute_nodes.c.hypervisor_hostname.like(f"%{pattern}%"))
-                .order_by(t.compute_nodes.c.id)
-            )
-        )
-        if not nodes:
+        found = await hosts.list_hypervisors(conn, hostname_like=pattern)
+        if not found:
             raise NotFound(f"No hypervisor matching '{pattern}' could be found.")
-        services, stats = await _load(conn, nodes, with_instances=servers)
-    items = [_view(request, n, services[n.host], stats, False, servers) for n in nodes if n.host in services]
+        stats = _Stats(await hosts.hypervisor_usage(conn, found, with_instances=servers))
+    items = [_view(request, h.node, h.service, stats, False, servers) for h in found if h.service is not None]
     return json_response({"hypervisors": items})
 
 

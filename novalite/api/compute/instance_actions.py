@@ -10,16 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from aiohttp import web
 
 from novalite.api.compute.common import next_link, page_params
 from novalite.api.compute.microversions import microversion
-from novalite.api.compute.servers import get_instance_row
 from novalite.api.compute.views import host_id
 from novalite.api.errors import BadRequest, NotFound
 from novalite.api.http import context, json_response, runtime
-from novalite.db import schema as t
+from novalite.store import actions
+from novalite.store import servers as records
 from novalite.timeutil import iso_micro, parse_iso
 
 routes = web.RouteTableDef()
@@ -53,38 +52,29 @@ def _time_param(request: web.Request, name: str) -> Any:
         ) from None
 
 
-async def _instance(conn: Any, request: web.Request) -> Any:
-    allow_deleted = microversion(request).at_least("2.21")
-    return await get_instance_row(conn, context(request), request.match_info["server_id"], allow_deleted=allow_deleted)
+def _allow_deleted(request: web.Request) -> bool:
+    """A deleted server's actions stay visible from 2.21."""
+    return microversion(request).at_least("2.21")
 
 
 @routes.get(ACTIONS)
 async def list_actions(request: web.Request) -> web.Response:
     mv = microversion(request)
     server_id = request.match_info["server_id"]
-    c = t.instance_actions.c
-    query = sa.select(t.instance_actions).where(c.instance_uuid == server_id).order_by(c.start_time.desc(), c.id.desc())
-    limit = marker = None
+    since = before = None
+    limit: int | None = None
+    marker: str | None = None
     if mv.at_least("2.58"):
         since = _time_param(request, "changes-since")
         before = _time_param(request, "changes-before") if mv.at_least("2.66") else None
         if since and before and before < since:
             raise BadRequest("The value of changes-since must be less than or equal to changes-before.")
-        if since:
-            query = query.where(c.updated_at >= since)
-        if before:
-            query = query.where(c.updated_at <= before)
         limit, marker = page_params(request)
     async with runtime(request).db.connect() as conn:
-        await _instance(conn, request)
-        rows = list(await conn.execute(query))
-    if marker is not None:
-        ids = [r.request_id for r in rows]
-        if marker not in ids:
-            raise BadRequest(f"Marker {marker} could not be found.")
-        rows = rows[ids.index(marker) + 1 :]
-    if limit is not None:
-        rows = rows[:limit]
+        await records.visible_instance(conn, context(request), server_id, allow_deleted=_allow_deleted(request))
+        rows = await actions.list_actions(
+            conn, server_id, changes_since=since, changes_before=before, limit=limit, marker=marker
+        )
     body: dict[str, Any] = {"instanceActions": [_action_view(r, mv.at_least("2.58")) for r in rows]}
     if limit and len(rows) == limit:
         body["links"] = [next_link(request, f"servers/{server_id}/os-instance-actions", rows[-1].request_id, limit)]
@@ -97,23 +87,13 @@ async def show_action(request: web.Request) -> web.Response:
     ctx = context(request)
     request_id = request.match_info["request_id"]
     async with runtime(request).db.connect() as conn:
-        instance = await _instance(conn, request)
-        row = (
-            await conn.execute(
-                sa.select(t.instance_actions).where(
-                    t.instance_actions.c.instance_uuid == instance.uuid, t.instance_actions.c.request_id == request_id
-                )
-            )
-        ).first()
+        instance = await records.visible_instance(
+            conn, ctx, request.match_info["server_id"], allow_deleted=_allow_deleted(request)
+        )
+        row = await actions.get_action(conn, instance.uuid, request_id)
         if row is None:
             raise NotFound(f"Action {request_id} not found")
-        events = list(
-            await conn.execute(
-                sa.select(t.instance_action_events)
-                .where(t.instance_action_events.c.action_id == row.id)
-                .order_by(t.instance_action_events.c.start_time.desc(), t.instance_action_events.c.id.desc())
-            )
-        )
+        events = await actions.action_events(conn, row.id)
     body = _action_view(row, mv.at_least("2.58"))
     show_events = ctx.is_admin or mv.at_least("2.51")
     if show_events:

@@ -12,20 +12,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
 from aiohttp import web
 
 from novalite import states
 from novalite.api.compute.common import require_admin, require_member
 from novalite.api.compute.microversions import microversion
-from novalite.api.compute.servers import get_instance_row, host_is_up
 from novalite.api.errors import BadRequest, Conflict
 from novalite.api.http import context, json_response, read_json, runtime
 from novalite.bus import BusError
-from novalite.db import schema as t
 from novalite.store import actions
 from novalite.store import servers as records
-from novalite.timeutil import utcnow
 
 routes = web.RouteTableDef()
 
@@ -72,31 +68,26 @@ async def _run(request: web.Request, action: PowerAction, **agent_args: Any) -> 
     rt = runtime(request)
     server_id = request.match_info["server_id"]
     async with rt.db.begin() as conn:
-        row = await get_instance_row(conn, ctx, server_id)
+        row = await records.visible_instance(conn, ctx, server_id)
         if row.locked and not ctx.is_admin:
             raise Conflict(f"Instance {server_id} is locked")
         if row.vm_state not in action.vm_states:
             raise _conflict(action.name, server_id, "vm_state", row.vm_state)
         if row.task_state not in action.task_states:
             raise _conflict(action.name, server_id, "task_state", row.task_state)
-        if not row.host or not await host_is_up(conn, row.host, rt.settings.service_down_time):
+        if not row.host or not await records.compute_host_is_up(conn, row.host, rt.settings.service_down_time):
             raise Conflict(
                 f"Cannot '{action.name}' instance {server_id}: its compute host {row.host or '(none)'} is down "
                 "or unreachable."
             )
         # The conditional UPDATE makes the state check and the change one atomic step.
-        changed = await conn.execute(
-            t.instances.update()
-            .where(
-                t.instances.c.uuid == server_id,
-                t.instances.c.vm_state == row.vm_state,
-                t.instances.c.task_state.is_(None)
-                if row.task_state is None
-                else t.instances.c.task_state == row.task_state,
-            )
-            .values(task_state=action.task_state, updated_at=utcnow())
+        changed = await records.update_instance(
+            conn,
+            server_id,
+            expect={"vm_state": row.vm_state, "task_state": row.task_state},
+            task_state=action.task_state,
         )
-        if changed.rowcount != 1:
+        if not changed:
             raise _conflict(action.name, server_id, "task_state", "(changed concurrently)")
         await actions.start_action(conn, server_id, action.name, ctx.request_id, ctx.user_id, ctx.project_id)
         payload = await records.payload_from_row(conn, row)
@@ -133,14 +124,14 @@ async def _console_output(request: web.Request, body: Any) -> web.Response:
                 f"Invalid input for field/attribute length. Value: {length}. {length} is less than the minimum of -1"
             )
     async with rt.db.connect() as conn:
-        row = await get_instance_row(conn, ctx, server_id)
+        row = await records.visible_instance(conn, ctx, server_id)
         if not row.host or row.vm_state == states.BUILDING:
             raise Conflict(
                 f"Instance {server_id} has not been scheduled to a host yet."
                 if not row.host
                 else f"Instance {server_id} is not ready"
             )
-        if not await host_is_up(conn, row.host, rt.settings.service_down_time):
+        if not await records.compute_host_is_up(conn, row.host, rt.settings.service_down_time):
             raise Conflict(f"Compute host {row.host} of instance {server_id} is down.")
         payload = await records.payload_from_row(conn, row)
     try:
@@ -163,12 +154,8 @@ async def _set_lock(request: web.Request, locked: bool, reason: str | None) -> w
     require_member(ctx, f"os_compute_api:os-lock-server:{action}")
     server_id = request.match_info["server_id"]
     async with runtime(request).db.begin() as conn:
-        await get_instance_row(conn, ctx, server_id)
-        await conn.execute(
-            t.instances.update()
-            .where(t.instances.c.uuid == server_id)
-            .values(locked=locked, locked_reason=reason, updated_at=utcnow())
-        )
+        await records.visible_instance(conn, ctx, server_id)
+        await records.update_instance(conn, server_id, locked=locked, locked_reason=reason)
         await actions.start_action(conn, server_id, action, ctx.request_id, ctx.user_id, ctx.project_id)
     return web.Response(status=202)
 
@@ -198,12 +185,8 @@ async def _reset_state(request: web.Request, body: Any) -> web.Response:
     rt = runtime(request)
     server_id = request.match_info["server_id"]
     async with rt.db.begin() as conn:
-        await get_instance_row(conn, ctx, server_id)
-        await conn.execute(
-            t.instances.update()
-            .where(t.instances.c.uuid == server_id)
-            .values(vm_state=state, task_state=None, updated_at=utcnow())
-        )
+        await records.visible_instance(conn, ctx, server_id)
+        await records.update_instance(conn, server_id, vm_state=state, task_state=None)
     return web.Response(status=202)
 
 
@@ -239,7 +222,3 @@ async def action(request: web.Request) -> web.Response:
     if handler is None:
         raise BadRequest(f"There is no such action: {name}")
     return await handler(request, args)
-
-
-async def instance_exists(conn: Any, server_id: str) -> bool:
-    return bool(await conn.scalar(sa.select(sa.func.count()).where(t.instances.c.uuid == server_id)))

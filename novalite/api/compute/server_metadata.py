@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import sqlalchemy as sa
 from aiohttp import web
 
 from novalite.api.compute.common import require_member
-from novalite.api.compute.servers import get_instance_row
-from novalite.api.errors import BadRequest, Forbidden, NotFound
+from novalite.api.errors import BadRequest, NotFound
 from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.validation import metadata_schema, validate
-from novalite.db import schema as t
-from novalite.timeutil import utcnow
+from novalite.store import servers as records
 
 routes = web.RouteTableDef()
 
@@ -31,32 +26,11 @@ META_ITEM = {
 }
 
 
-async def _read(conn: Any, uuid: str) -> dict[str, str]:
-    rows = await conn.execute(sa.select(t.instance_metadata).where(t.instance_metadata.c.instance_uuid == uuid))
-    return {r.key: r.value for r in rows}
-
-
-async def _write(conn: Any, request: web.Request, uuid: str, meta: dict[str, str], replace: bool) -> dict[str, str]:
-    settings = runtime(request).settings
-    current = {} if replace else await _read(conn, uuid)
-    current.update(meta)
-    if len(current) > settings.quota_metadata_items:
-        raise Forbidden(f"Quota exceeded for metadata_items: Requested {len(current)}, "
-                        f"but already used 0 of {settings.quota_metadata_items} metadata_items")
-    await conn.execute(t.instance_metadata.delete().where(t.instance_metadata.c.instance_uuid == uuid))
-    if current:
-        await conn.execute(
-            t.instance_metadata.insert(), [{"instance_uuid": uuid, "key": k, "value": v} for k, v in current.items()]
-        )
-    await conn.execute(t.instances.update().where(t.instances.c.uuid == uuid).values(updated_at=utcnow()))
-    return current
-
-
 @routes.get("/v2.1/servers/{server_id}/metadata")
 async def index(request: web.Request) -> web.Response:
     async with runtime(request).db.connect() as conn:
-        row = await get_instance_row(conn, context(request), request.match_info["server_id"])
-        return json_response({"metadata": await _read(conn, row.uuid)})
+        row = await records.visible_instance(conn, context(request), request.match_info["server_id"])
+        return json_response({"metadata": await records.get_metadata(conn, row.uuid)})
 
 
 @routes.post("/v2.1/servers/{server_id}/metadata")
@@ -65,9 +39,16 @@ async def update_all(request: web.Request) -> web.Response:
     ctx = context(request)
     require_member(ctx, "os_compute_api:server-metadata:update")
     body = validate(await read_json(request), META_BODY)
-    async with runtime(request).db.begin() as conn:
-        row = await get_instance_row(conn, ctx, request.match_info["server_id"])
-        meta = await _write(conn, request, row.uuid, body["metadata"], replace=request.method == "PUT")
+    rt = runtime(request)
+    async with rt.db.begin() as conn:
+        row = await records.visible_instance(conn, ctx, request.match_info["server_id"])
+        meta = await records.set_metadata(
+            conn,
+            row.uuid,
+            body["metadata"],
+            replace=request.method == "PUT",
+            max_items=rt.settings.quota_metadata_items,
+        )
     return json_response({"metadata": meta})
 
 
@@ -75,8 +56,8 @@ async def update_all(request: web.Request) -> web.Response:
 async def show(request: web.Request) -> web.Response:
     key = request.match_info["key"]
     async with runtime(request).db.connect() as conn:
-        row = await get_instance_row(conn, context(request), request.match_info["server_id"])
-        meta = await _read(conn, row.uuid)
+        row = await records.visible_instance(conn, context(request), request.match_info["server_id"])
+        meta = await records.get_metadata(conn, row.uuid)
     if key not in meta:
         raise NotFound("Metadata item was not found")
     return json_response({"meta": {key: meta[key]}})
@@ -90,9 +71,12 @@ async def update_one(request: web.Request) -> web.Response:
     body = validate(await read_json(request), META_ITEM)
     if key not in body["meta"]:
         raise BadRequest("Request body and URI mismatch")
-    async with runtime(request).db.begin() as conn:
-        row = await get_instance_row(conn, ctx, request.match_info["server_id"])
-        await _write(conn, request, row.uuid, body["meta"], replace=False)
+    rt = runtime(request)
+    async with rt.db.begin() as conn:
+        row = await records.visible_instance(conn, ctx, request.match_info["server_id"])
+        await records.set_metadata(
+            conn, row.uuid, body["meta"], replace=False, max_items=rt.settings.quota_metadata_items
+        )
     return json_response({"meta": body["meta"]})
 
 
@@ -102,12 +86,7 @@ async def delete(request: web.Request) -> web.Response:
     require_member(ctx, "os_compute_api:server-metadata:delete")
     key = request.match_info["key"]
     async with runtime(request).db.begin() as conn:
-        row = await get_instance_row(conn, ctx, request.match_info["server_id"])
-        result = await conn.execute(
-            t.instance_metadata.delete().where(
-                t.instance_metadata.c.instance_uuid == row.uuid, t.instance_metadata.c.key == key
-            )
-        )
-        if not result.rowcount:
+        row = await records.visible_instance(conn, ctx, request.match_info["server_id"])
+        if not await records.delete_metadata_item(conn, row.uuid, key):
             raise NotFound("Metadata item was not found")
     return web.Response(status=204)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import sqlalchemy as sa
 from aiohttp import web
 
 from novalite.api.compute.common import require_admin, strict_query
@@ -19,13 +18,14 @@ from novalite.api.compute.microversions import microversion
 from novalite.api.errors import BadRequest, Conflict, NotFound
 from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.validation import boolean, to_bool, validate
-from novalite.db import schema as t
 from novalite.servicegroup import is_up
+from novalite.store import hosts
+from novalite.store.hosts import ServiceUpdate
 from novalite.timeutil import iso_micro
 
 routes = web.RouteTableDef()
 SERVICES = "/v2.1/os-services"
-COMPUTE = "nova-compute"
+COMPUTE = hosts.COMPUTE_BINARY
 INTERNAL_ZONE = "internal"
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
@@ -88,30 +88,23 @@ def service_view(request: web.Request, row: Any) -> dict[str, Any]:
 async def list_services(request: web.Request) -> web.Response:
     require_admin(context(request), "os_compute_api:os-services:list")
     strict_query(request, {"host", "binary"})
-    query = sa.select(t.services).order_by(t.services.c.id)
-    if request.query.get("host"):
-        query = query.where(t.services.c.host == request.query["host"])
-    if request.query.get("binary"):
-        query = query.where(t.services.c.binary == request.query["binary"])
     async with runtime(request).db.connect() as conn:
-        rows = list(await conn.execute(query))
+        rows = await hosts.list_services(
+            conn, host=request.query.get("host") or None, binary=request.query.get("binary") or None
+        )
     return json_response({"services": [service_view(request, r) for r in rows]})
 
 
-async def _by_id(conn: Any, request: web.Request, ident: str) -> Any:
+def _service_id(request: web.Request, ident: str) -> str | int:
+    """The path's service id: a uuid from 2.53, an integer below."""
     if microversion(request).at_least("2.53"):
         if not is_uuid(ident):
             raise BadRequest(f"Invalid uuid {ident}")
-        where = t.services.c.uuid == ident
-    else:
-        try:
-            where = t.services.c.id == int(ident)
-        except ValueError:
-            raise BadRequest("Invalid input received: id must be an integer") from None
-    row = (await conn.execute(sa.select(t.services).where(where))).first()
-    if row is None:
-        raise NotFound(f"Service {ident} not found.")
-    return row
+        return ident
+    try:
+        return int(ident)
+    except ValueError:
+        raise BadRequest("Invalid input received: id must be an integer") from None
 
 
 @routes.put(SERVICES + "/{ident}")
@@ -128,27 +121,27 @@ async def _update_v253(request: web.Request, ident: str) -> web.Response:
     require_admin(context(request), "os_compute_api:os-services:update")
     body = validate(await read_json(request), UPDATE_V253)
     async with runtime(request).db.begin() as conn:
-        row = (await conn.execute(sa.select(t.services).where(t.services.c.uuid == ident))).first()
+        row = await hosts.get_service(conn, ident)
         if row is None:
             raise NotFound(f"Service {ident} could not be found.")
         if row.binary != COMPUTE:
             raise BadRequest(
                 f"Updating a {row.binary} service is not supported. Only nova-compute services can be updated."
             )
-        values: dict[str, Any] = {}
+        disabled: bool | None = None
+        reason: str | None = None
         if "status" in body:
             if body["status"] == "enabled":
                 if body.get("disabled_reason"):
                     raise BadRequest("Specifying 'disabled_reason' with status 'enabled' is invalid.")
-                values.update(disabled=False, disabled_reason=None)
+                disabled = False
             else:
-                values.update(disabled=True, disabled_reason=body.get("disabled_reason"))
-        if "forced_down" in body:
-            values["forced_down"] = to_bool(body["forced_down"])
-        if not values:
+                disabled, reason = True, body.get("disabled_reason")
+        forced_down = to_bool(body["forced_down"]) if "forced_down" in body else None
+        change = ServiceUpdate(disabled=disabled, disabled_reason=reason, forced_down=forced_down)
+        if change.empty:
             raise BadRequest("No updates were requested. Fields 'status' or 'forced_down' should be specified.")
-        await conn.execute(t.services.update().where(t.services.c.id == row.id).values(**values))
-        row = (await conn.execute(sa.select(t.services).where(t.services.c.id == row.id))).one()
+        row = await hosts.update_service(conn, row.id, change)
     return json_response({"service": service_view(request, row)})
 
 
@@ -162,28 +155,25 @@ async def _update_legacy(request: web.Request, action: str) -> web.Response:
     host, binary = body["host"], body["binary"]
     result: dict[str, Any] = {"host": host, "binary": binary}
     if action == "enable":
-        values: dict[str, Any] = {"disabled": False, "disabled_reason": None}
+        change = ServiceUpdate(disabled=False)
         result["status"] = "enabled"
     elif action == "disable":
-        values = {"disabled": True, "disabled_reason": None}
+        change = ServiceUpdate(disabled=True)
         result["status"] = "disabled"
     elif action == "disable-log-reason":
         if "disabled_reason" not in body:
             raise BadRequest("Missing disabled reason field")
-        values = {"disabled": True, "disabled_reason": body["disabled_reason"]}
+        change = ServiceUpdate(disabled=True, disabled_reason=body["disabled_reason"])
         result.update(status="disabled", disabled_reason=body["disabled_reason"])
     else:
         if "forced_down" not in body:
             raise BadRequest("Missing forced_down field")
-        values = {"forced_down": to_bool(body["forced_down"])}
-        result["forced_down"] = values["forced_down"]
+        change = ServiceUpdate(forced_down=to_bool(body["forced_down"]))
+        result["forced_down"] = change.forced_down
     if binary != COMPUTE:
         raise BadRequest(f"Updating a {binary} service is not supported. Only nova-compute services can be updated.")
     async with runtime(request).db.begin() as conn:
-        updated = await conn.execute(
-            t.services.update().where(t.services.c.host == host, t.services.c.binary == binary).values(**values)
-        )
-        if not updated.rowcount:
+        if not await hosts.update_service_by_host(conn, host, binary, change):
             raise NotFound(f"Host '{host}' is not mapped to any cell")
     return json_response({"service": result})
 
@@ -192,24 +182,14 @@ async def _update_legacy(request: web.Request, action: str) -> web.Response:
 async def delete_service(request: web.Request) -> web.Response:
     require_admin(context(request), "os_compute_api:os-services:delete")
     ident = request.match_info["ident"]
+    service_id = _service_id(request, ident)
     async with runtime(request).db.begin() as conn:
-        row = await _by_id(conn, request, ident)
-        if row.binary == COMPUTE:
-            hosting = await conn.scalar(
-                sa.select(sa.func.count()).where(t.instances.c.host == row.host, t.instances.c.deleted == sa.false())
+        row = await hosts.get_service(conn, service_id)
+        if row is None:
+            raise NotFound(f"Service {ident} not found.")
+        if row.binary == COMPUTE and await hosts.count_instances_on_host(conn, row.host):
+            raise Conflict(
+                "Unable to delete compute service that is hosting instances. Migrate or delete the instances first."
             )
-            if hosting:
-                raise Conflict(
-                    "Unable to delete compute service that is hosting instances. Migrate or delete the instances first."
-                )
-            nodes = [
-                r.uuid
-                for r in await conn.execute(sa.select(t.compute_nodes.c.uuid).where(t.compute_nodes.c.host == row.host))
-            ]
-            for node in nodes:
-                await conn.execute(t.allocations.delete().where(t.allocations.c.provider_uuid == node))
-                await conn.execute(t.inventories.delete().where(t.inventories.c.provider_uuid == node))
-                await conn.execute(t.resource_providers.delete().where(t.resource_providers.c.uuid == node))
-            await conn.execute(t.compute_nodes.delete().where(t.compute_nodes.c.host == row.host))
-        await conn.execute(t.services.delete().where(t.services.c.id == row.id))
+        await hosts.delete_service(conn, row)
     return web.Response(status=204)

@@ -54,7 +54,7 @@ def _hours(row: Any, start: datetime, stop: datetime) -> float:
         return 0
     begin = max(launched, start)
     end = min(stop, terminated) if terminated else stop
-    return (end - begin).total_seconds() / 3600.0
+    return float((end - begin).total_seconds()) / 3600.0
 
 
 async def _instances(

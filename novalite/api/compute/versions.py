@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from novalite.api.compute.common import compute_base
@@ -13,7 +15,7 @@ UPDATED = "2013-07-23T11:33:21Z"
 MEDIA_TYPES = [{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}]
 
 
-def v21(request: web.Request) -> dict:
+def v21(request: web.Request) -> dict[str, Any]:
     return {
         "id": "v2.1",
         "status": "CURRENT",
@@ -24,7 +26,7 @@ def v21(request: web.Request) -> dict:
     }
 
 
-def v20(request: web.Request) -> dict:
+def v20(request: web.Request) -> dict[str, Any]:
     return {
         "id": "v2.0",
         "status": "SUPPORTED",

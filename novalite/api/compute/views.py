@@ -1,83 +1,30 @@
 """The server view: Nova's representation of an instance, field by field per microversion.
 
-Built from one instances row plus data fetched in bulk (metadata, ports, faults, host
-status), so listing 1,000 servers costs a handful of queries, not thousands.
+Built from one instances row plus the :class:`~novalite.store.server_lists.Extras` the
+store loads in bulk for a page (metadata, ports, faults, host status). Rendering is pure:
+handlers load, then render.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict, defaultdict
-from dataclasses import dataclass, field, replace
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from typing import Any
 
-import sqlalchemy as sa
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from novalite import states
 from novalite.api.compute.common import compute_base
 from novalite.api.compute.microversions import Microversion
 from novalite.context import RequestContext
-from novalite.db import schema as t
-from novalite.servicegroup import is_up
+from novalite.store.server_lists import Extras
 from novalite.store.servers import instance_name
 from novalite.timeutil import iso
 
 #: Statuses whose ``progress`` Nova shows.
 PROGRESS_STATUSES = {"ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING"}
 FAULT_STATUSES = {"ERROR", "DELETED"}
-
-
-@dataclass
-class Extras:
-    """Per-instance data loaded in bulk for a page of servers."""
-
-    metadata: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
-    ports: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
-    faults: dict[str, Any] = field(default_factory=dict)
-    host_up: dict[str, tuple[bool, bool]] = field(default_factory=dict)  # host -> (up, disabled)
-
-
-async def load_extras(
-    conn: AsyncConnection,
-    rows: list[Any],
-    *,
-    contents: bool = True,
-    faults: bool = True,
-    host_status: bool = False,
-    down_time: float = 60,
-) -> Extras:
-    """Metadata and ports (``contents``), faults and host status for ``rows``, in bulk."""
-    extras = Extras()
-    uuids = [r.uuid for r in rows] if contents else []
-    for chunk_start in range(0, len(uuids), 500):
-        chunk = uuids[chunk_start : chunk_start + 500]
-        for m in await conn.execute(
-            sa.select(t.instance_metadata).where(t.instance_metadata.c.instance_uuid.in_(chunk))
-        ):
-            extras.metadata[m.instance_uuid][m.key] = m.value
-        for p in await conn.execute(
-            sa.select(t.ports).where(t.ports.c.instance_uuid.in_(chunk)).order_by(t.ports.c.created_at)
-        ):
-            extras.ports[p.instance_uuid].append(p)
-    if faults:
-        failed = [r.uuid for r in rows if r.vm_state in (states.ERROR, states.DELETED)]
-        if failed:
-            for f in await conn.execute(
-                sa.select(t.instance_faults)
-                .where(t.instance_faults.c.instance_uuid.in_(failed), t.instance_faults.c.code != 0)
-                .order_by(t.instance_faults.c.id)
-            ):
-                extras.faults[f.instance_uuid] = f  # the newest wins
-    if host_status:
-        hosts = {r.host for r in rows if r.host}
-        if hosts:
-            for s in await conn.execute(
-                sa.select(t.services).where(t.services.c.host.in_(hosts), t.services.c.binary == "nova-compute")
-            ):
-                extras.host_up[s.host] = (is_up(s, down_time), bool(s.disabled))
-    return extras
 
 
 def host_id(project_id: str, host: str | None) -> str:
@@ -275,34 +222,49 @@ _VIEW_CACHE: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
 VIEW_CACHE_SIZE = 20000
 
 
-async def detail_views(
-    request: web.Request,
-    conn: AsyncConnection,
-    rows: list[Any],
-    mv: Microversion,
-    ctx: RequestContext,
-    flags: ViewFlags,
-    down_time: float,
-) -> list[dict[str, Any]]:
-    """``/servers/detail`` bodies for ``rows``, rendering only servers that changed."""
+@dataclass
+class PendingViews:
+    """A page of detail views: those found in the cache, and the rows still to render."""
+
+    rows: list[Any]
+    keys: list[tuple[Any, ...]]
+    cached: dict[tuple[Any, ...], dict[str, Any]]
+    flags: ViewFlags  # without host_status: that is never cached
+    missing: list[Any]  # the rows whose extras the caller loads before rendering
+
+
+def cached_detail_views(request: web.Request, rows: list[Any], flags: ViewFlags) -> PendingViews:
+    """Look ``rows`` up in the view cache; the caller loads extras for ``.missing`` only."""
     base = compute_base(request)
     cached_flags = replace(flags, host_status=False)
     keys = [(r.uuid, r.updated_at, r.vm_state, r.task_state, r.power_state, r.host, cached_flags, base) for r in rows]
-    missing = [r for r, key in zip(rows, keys, strict=True) if key not in _VIEW_CACHE]
-    extras = await load_extras(conn, missing, host_status=False)
-    for r in missing:
-        key = (r.uuid, r.updated_at, r.vm_state, r.task_state, r.power_state, r.host, cached_flags, base)
-        _VIEW_CACHE[key] = server_view(request, r, extras, mv, ctx, flags=cached_flags)
-    views = [_VIEW_CACHE[key] for key in keys]
-    for key in keys:
-        _VIEW_CACHE.move_to_end(key)
+    cached = {key: _VIEW_CACHE[key] for key in keys if key in _VIEW_CACHE}
+    missing = [r for r, key in zip(rows, keys, strict=True) if key not in cached]
+    return PendingViews(rows, keys, cached, cached_flags, missing)
+
+
+def detail_views(
+    request: web.Request,
+    pending: PendingViews,
+    extras: Extras,
+    mv: Microversion,
+    ctx: RequestContext,
+    host_status: Extras | None = None,
+) -> list[dict[str, Any]]:
+    """``/servers/detail`` bodies, rendering only the servers that changed (``extras`` covers
+    ``pending.missing``); with ``host_status`` (loaded for all rows) each view gets its host's."""
+    rendered = dict(pending.cached)
+    for r, key in zip(pending.rows, pending.keys, strict=True):
+        if key not in rendered:
+            rendered[key] = _VIEW_CACHE[key] = server_view(request, r, extras, mv, ctx, flags=pending.flags)
+    views = [rendered[key] for key in pending.keys]
+    for key in pending.keys:
+        if key in _VIEW_CACHE:
+            _VIEW_CACHE.move_to_end(key)
     while len(_VIEW_CACHE) > VIEW_CACHE_SIZE:
         _VIEW_CACHE.popitem(last=False)
-    if flags.host_status:
-        status_extras = await load_extras(
-            conn, rows, contents=False, faults=False, host_status=True, down_time=down_time
-        )
-        views = [dict(v, host_status=_host_status(r, status_extras)) for v, r in zip(views, rows, strict=True)]
+    if host_status is not None:
+        views = [dict(v, host_status=_host_status(r, host_status)) for v, r in zip(views, pending.rows, strict=True)]
     return views
 
 

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from aiohttp import web
 
 from novalite.api.errors import NotFound
 from novalite.api.http import json_response, runtime
 from novalite.api.identity.common import collection_links, enforce, not_found, query_bool, v3_base
 from novalite.api.identity.roles import role_view
-from novalite.db import schema as t
 from novalite.store import identity as store
-from novalite.store.tokens import IMPLIED_ROLES, revoke_user_tokens
+from novalite.store.tokens import IMPLIED_ROLES
 
 routes = web.RouteTableDef()
 
@@ -36,16 +34,6 @@ async def _check_actors(conn: Any, project_id: str, user_id: str, role_id: str |
         raise not_found("project", project_id)
 
 
-def _grant_where(project_id: str, user_id: str, role_id: str) -> Any:
-    ra = t.role_assignments
-    return sa.and_(ra.c.project_id == project_id, ra.c.user_id == user_id, ra.c.role_id == role_id)
-
-
-async def _has_grant(conn: Any, project_id: str, user_id: str, role_id: str) -> bool:
-    query = sa.select(sa.func.count()).select_from(t.role_assignments).where(_grant_where(project_id, user_id, role_id))
-    return bool(await conn.scalar(query))
-
-
 def _no_grant(project_id: str, user_id: str, role_id: str) -> NotFound:
     return NotFound(
         f"Could not find role assignment with role: {role_id}, user or group: {user_id}, "
@@ -59,9 +47,7 @@ async def create_grant(request: web.Request) -> web.Response:
     p, u, r = (request.match_info[k] for k in ("project_id", "user_id", "role_id"))
     async with runtime(request).db.begin() as conn:
         await _check_actors(conn, p, u, r)
-        exists = await _has_grant(conn, p, u, r)
-        if not exists:
-            await conn.execute(t.role_assignments.insert().values(project_id=p, user_id=u, role_id=r))
+        await store.grant_role(conn, p, u, r)
     return web.Response(status=204)
 
 
@@ -71,7 +57,7 @@ async def check_grant(request: web.Request) -> web.Response:
     p, u, r = (request.match_info[k] for k in ("project_id", "user_id", "role_id"))
     async with runtime(request).db.connect() as conn:
         await _check_actors(conn, p, u, r)
-        exists = await _has_grant(conn, p, u, r)
+        exists = await store.has_grant(conn, p, u, r)
     if not exists:
         raise _no_grant(p, u, r)
     return web.Response(status=204)
@@ -83,10 +69,8 @@ async def revoke_grant(request: web.Request) -> web.Response:
     p, u, r = (request.match_info[k] for k in ("project_id", "user_id", "role_id"))
     async with runtime(request).db.begin() as conn:
         await _check_actors(conn, p, u, r)
-        result = await conn.execute(t.role_assignments.delete().where(_grant_where(p, u, r)))
-        if result.rowcount == 0:
+        if not await store.revoke_grant(conn, p, u, r):
             raise _no_grant(p, u, r)
-        await revoke_user_tokens(conn, u, p)
     return web.Response(status=204)
 
 
@@ -96,14 +80,7 @@ async def list_grants(request: web.Request) -> web.Response:
     p, u = request.match_info["project_id"], request.match_info["user_id"]
     async with runtime(request).db.connect() as conn:
         await _check_actors(conn, p, u)
-        rows = list(
-            await conn.execute(
-                sa.select(t.roles)
-                .join(t.role_assignments, t.role_assignments.c.role_id == t.roles.c.id)
-                .where(t.role_assignments.c.project_id == p, t.role_assignments.c.user_id == u)
-                .order_by(t.roles.c.name)
-            )
-        )
+        rows = await store.granted_roles(conn, p, u)
     return json_response({"roles": [role_view(request, r) for r in rows], "links": collection_links(request)})
 
 
@@ -138,7 +115,7 @@ async def list_role_assignments(request: web.Request) -> web.Response:
     wanted_role = q.get("role.id")
     async with runtime(request).db.connect() as conn:
         rows = await store.assignments(conn, user_id=q.get("user.id"), project_id=q.get("scope.project.id"))
-        role_ids = {r.name: r.id for r in await conn.execute(sa.select(t.roles.c.id, t.roles.c.name))}
+        role_ids = await store.role_ids(conn)
     out: list[dict[str, Any]] = []
     seen: set[tuple[str, str, str]] = set()
     for row in rows:

@@ -109,9 +109,11 @@ async def _password_user(request: web.Request, ref: dict[str, Any]) -> Any:
             user = await store.get_user(conn, user_ref["id"])
         elif user_ref.get("name"):
             if "domain" not in user_ref:
-                raise BadRequest("Expecting to find domain in user. The server could not comply with the request "
-                                 "since it is either malformed or otherwise incorrect. The client is assumed to be "
-                                 "in error.")
+                raise BadRequest(
+                    "Expecting to find domain in user. The server could not comply with the request "
+                    "since it is either malformed or otherwise incorrect. The client is assumed to be "
+                    "in error."
+                )
             domain_id = store.resolve_domain(user_ref["domain"])
             user = await store.find_user(conn, user_ref["name"], domain_id) if domain_id else None
         else:
@@ -199,9 +201,7 @@ async def issue(request: web.Request) -> web.Response:
         expires_at=expires,
         audit_id=audit_id,
     )
-    doc = token_body(
-        request, info, methods=used, audit_ids=[audit_id], catalog="nocatalog" not in request.query
-    )
+    doc = token_body(request, info, methods=used, audit_ids=[audit_id], catalog="nocatalog" not in request.query)
     return json_response(doc, status=201, headers={"X-Subject-Token": token})
 
 

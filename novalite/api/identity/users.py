@@ -6,19 +6,19 @@ SQLite the one pooled connection must not be held meanwhile.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
-from sqlalchemy.exc import IntegrityError
 
-from novalite.api.errors import Conflict, Unauthorized
+from novalite.api.errors import Unauthorized
 from novalite.api.http import json_response, runtime
 from novalite.api.identity.common import (
+    Resource,
     boolean,
     collection_links,
     description,
+    domain_of,
     enforce,
-    list_query,
     name_schema,
     not_found,
     read_resource,
@@ -26,14 +26,9 @@ from novalite.api.identity.common import (
     token_info,
 )
 from novalite.api.identity.projects import project_view
-from novalite.db import schema as t
 from novalite.identity.passwords import hash_password, verify_password
 from novalite.store import identity as store
-from novalite.store.bootstrap import new_id
-from novalite.store.tokens import revoke_user_tokens
-from novalite.timeutil import utcnow
-
-routes = web.RouteTableDef()
+from novalite.store.tokens import TokenInfo
 
 _password = {"type": ["string", "null"], "maxLength": 4096}
 _properties: dict[str, Any] = {
@@ -73,107 +68,53 @@ def user_view(request: web.Request, row: Any) -> dict[str, Any]:
     return view
 
 
-def _duplicate(name: str, domain_id: str) -> Conflict:
-    return Conflict(
-        f"Conflict occurred attempting to store user - Duplicate entry found with name {name} "
-        f"at domain ID {domain_id}."
-    )
+#: What a PATCH may change as given (the password is hashed first).
+_CHANGEABLE = ("name", "default_project_id", "email", "description", "enabled")
 
 
-@routes.get("/v3/users")
-async def list_users(request: web.Request) -> web.Response:
-    enforce(request, "list_users")
-    query = list_query(request, t.users)
-    async with runtime(request).db.connect() as conn:
-        rows = list(await conn.execute(query))
-    return json_response({"users": [user_view(request, r) for r in rows], "links": collection_links(request)})
+async def _hashed(password: str | None) -> str | None:
+    return await hash_password(password) if password is not None else None
 
 
-@routes.get("/v3/users/{user_id}")
-async def show_user(request: web.Request) -> web.Response:
-    ident = request.match_info["user_id"]
-    enforce(request, "get_user", allowed=token_info(request).user_id == ident)
-    async with runtime(request).db.connect() as conn:
-        row = await store.get_user(conn, ident)
-    if row is None:
-        raise not_found("user", ident)
-    return json_response({"user": user_view(request, row)})
+async def _new_user(ref: dict[str, Any]) -> dict[str, Any]:
+    domain_id = domain_of(ref)
+    return {
+        "name": ref["name"],
+        "domain_id": domain_id,
+        "password_hash": await _hashed(ref.get("password")),
+        "default_project_id": ref.get("default_project_id"),
+        "email": ref.get("email"),
+        "description": ref.get("description"),
+        "enabled": ref.get("enabled", True),
+    }
 
 
-@routes.post("/v3/users")
-async def create_user(request: web.Request) -> web.Response:
-    enforce(request, "create_user")
-    ref = await read_resource(request, "user", CREATE_SCHEMA)
-    domain_id = ref.get("domain_id") or store.DEFAULT_DOMAIN_ID
-    if domain_id != store.DEFAULT_DOMAIN_ID:
-        raise not_found("domain", domain_id)
-    password_hash = await hash_password(ref["password"]) if ref.get("password") is not None else None
-    user_id = new_id()
-    try:
-        async with runtime(request).db.begin() as conn:
-            if await store.find_user(conn, ref["name"], domain_id) is not None:
-                raise _duplicate(ref["name"], domain_id)
-            await conn.execute(
-                t.users.insert().values(
-                    id=user_id,
-                    name=ref["name"],
-                    domain_id=domain_id,
-                    password_hash=password_hash,
-                    default_project_id=ref.get("default_project_id"),
-                    email=ref.get("email"),
-                    description=ref.get("description"),
-                    enabled=ref.get("enabled", True),
-                    created_at=utcnow(),
-                )
-            )
-            row = await store.get_user(conn, user_id)
-    except IntegrityError:
-        raise _duplicate(ref["name"], domain_id) from None
-    return json_response({"user": user_view(request, row)}, status=201)
-
-
-@routes.patch("/v3/users/{user_id}")
-async def update_user(request: web.Request) -> web.Response:
-    enforce(request, "update_user")
-    ident = request.match_info["user_id"]
-    ref = await read_resource(request, "user", UPDATE_SCHEMA)
-    values: dict[str, Any] = {}
+async def _changes(ref: dict[str, Any]) -> store.UserChanges:
+    changes = cast(store.UserChanges, {key: ref[key] for key in _CHANGEABLE if key in ref})
     if "password" in ref:
-        values["password_hash"] = await hash_password(ref["password"]) if ref["password"] is not None else None
-    try:
-        async with runtime(request).db.begin() as conn:
-            row = await store.get_user(conn, ident)
-            if row is None:
-                raise not_found("user", ident)
-            if "name" in ref and ref["name"] != row.name:
-                if await store.find_user(conn, ref["name"], row.domain_id) is not None:
-                    raise _duplicate(ref["name"], row.domain_id)
-                values["name"] = ref["name"]
-            for key in ("default_project_id", "email", "description", "enabled"):
-                if key in ref:
-                    values[key] = ref[key]
-            if values:
-                await conn.execute(t.users.update().where(t.users.c.id == ident).values(**values))
-            if "password_hash" in values:
-                # A new password ends every session made with the old one.
-                await revoke_user_tokens(conn, ident)
-            row = await store.get_user(conn, ident)
-    except IntegrityError:
-        raise _duplicate(ref.get("name", ""), store.DEFAULT_DOMAIN_ID) from None
-    return json_response({"user": user_view(request, row)})
+        changes["password_hash"] = await _hashed(ref["password"])
+    return changes
 
 
-@routes.delete("/v3/users/{user_id}")
-async def delete_user(request: web.Request) -> web.Response:
-    enforce(request, "delete_user")
-    ident = request.match_info["user_id"]
-    async with runtime(request).db.begin() as conn:
-        if await store.get_user(conn, ident) is None:
-            raise not_found("user", ident)
-        await conn.execute(t.role_assignments.delete().where(t.role_assignments.c.user_id == ident))
-        await revoke_user_tokens(conn, ident)
-        await conn.execute(t.users.delete().where(t.users.c.id == ident))
-    return web.Response(status=204)
+def _own_user(token: TokenInfo, ident: str) -> bool:
+    return token.user_id == ident
+
+
+USERS = Resource(
+    kind="user",
+    view=user_view,
+    get=store.get_user,
+    list_rows=store.list_users,
+    create=store.create_user,
+    update=store.update_user,
+    delete=store.delete_user,
+    create_schema=CREATE_SCHEMA,
+    update_schema=UPDATE_SCHEMA,
+    prepare_create=_new_user,
+    prepare_update=_changes,
+    owns=_own_user,
+)
+routes = USERS.routes()
 
 
 @routes.post("/v3/users/{user_id}/password")
@@ -190,8 +131,7 @@ async def change_password(request: web.Request) -> web.Response:
         raise Unauthorized("The request you have made requires authentication.")
     new_hash = await hash_password(ref["password"])
     async with runtime(request).db.begin() as conn:
-        await conn.execute(t.users.update().where(t.users.c.id == ident).values(password_hash=new_hash))
-        await revoke_user_tokens(conn, ident)
+        await store.replace_password(conn, ident, new_hash)
     return web.Response(status=204)
 
 

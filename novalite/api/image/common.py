@@ -11,7 +11,6 @@ import uuid
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from novalite.api.errors import BadRequest, Forbidden, NotFound
 from novalite.context import RequestContext
@@ -175,10 +174,11 @@ def check_visibility_allowed(visibility: str, ctx: RequestContext) -> None:
         raise Forbidden("You are not authorized to complete publicize_image action.")
 
 
-async def load_image(
-    conn: AsyncConnection, image_id: str, ctx: RequestContext, *, for_update: bool = False
-) -> dict[str, Any]:
-    """The image visible to ``ctx``, or 404 (the same for invisible and missing ones)."""
+async def load_image(conn: Any, image_id: str, ctx: RequestContext, *, for_update: bool = False) -> dict[str, Any]:
+    """The image visible to ``ctx``, or 404 (the same for invisible and missing ones).
+
+    ``conn`` is the open connection of the handler's transaction (``rt.db.begin()``).
+    """
     image = await get_image(conn, image_id, ctx, for_update=for_update)
     if image is None:
         raise NotFound(f"No image found with ID {image_id}")

@@ -10,18 +10,16 @@ UPDATE, so two concurrent uploads to one image cannot both win.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from aiohttp import web
 
 from novalite.api.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, UnsupportedMediaType
 from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.image.common import image_id_of, load_image, require_modify
-from novalite.db import schema as t
-from novalite.images.files import UploadTooLarge, delete_data, image_path, write_image
+from novalite.images.files import StoredData, UploadTooLarge, delete_data, image_path, write_image
 from novalite.log import get_logger
+from novalite.store import images as records
 from novalite.store.images import ACTIVE, DEACTIVATED, QUEUED, SAVING, UPLOADING
-from novalite.timeutil import utcnow
 
 log = get_logger("novalite.api.image")
 routes = web.RouteTableDef()
@@ -35,15 +33,12 @@ class Gone(ApiError):
     status = 410
 
 
-async def set_status(request: web.Request, image_id: str, expected: str, status: str, **values: Any) -> bool:
-    """Move the image from ``expected`` to ``status``; False if it was no longer ``expected``."""
+async def transition(
+    request: web.Request, image_id: str, expected: str, status: str, data: StoredData | None = None
+) -> bool:
+    """Move the image from ``expected`` to ``status`` (own transaction); False if it was no longer ``expected``."""
     async with runtime(request).db.begin() as conn:
-        result = await conn.execute(
-            t.images.update()
-            .where(t.images.c.id == image_id, t.images.c.status == expected)
-            .values(status=status, updated_at=utcnow(), **values)
-        )
-    return result.rowcount > 0
+        return await records.set_status(conn, image_id, status, expected=expected, data=data)
 
 
 async def receive_data(request: web.Request, during: str, after: str) -> None:
@@ -65,9 +60,7 @@ async def receive_data(request: web.Request, during: str, after: str) -> None:
             raise Conflict(f"Image status transition from {image['status']} to {during} is not allowed")
         if not image["disk_format"] or not image["container_format"]:
             raise BadRequest("Properties disk_format, container_format must be set prior to saving data.")
-        await conn.execute(
-            t.images.update().where(t.images.c.id == image_id).values(status=during, updated_at=utcnow())
-        )
+        await records.set_status(conn, image_id, during)
     announced = request.headers.get("X-OpenStack-Image-Size")
     try:
         stored = await write_image(
@@ -81,23 +74,12 @@ async def receive_data(request: web.Request, during: str, after: str) -> None:
             delete_data(rt.settings, image_id)
             raise BadRequest(f"The image data is {stored.size} bytes, X-OpenStack-Image-Size announced {announced}.")
     except BaseException as exc:
-        await asyncio.shield(set_status(request, image_id, during, QUEUED))
+        await asyncio.shield(transition(request, image_id, during, QUEUED))
         log.warning("image.upload_failed", image_id=image_id, error=repr(exc))
         if isinstance(exc, UploadTooLarge):
             raise BadRequest(f"The image data exceeds the announced X-OpenStack-Image-Size {announced}.") from None
         raise
-    done = await set_status(
-        request,
-        image_id,
-        during,
-        after,
-        size=stored.size,
-        virtual_size=stored.virtual_size,
-        checksum=stored.checksum,
-        os_hash_algo=stored.os_hash_algo,
-        os_hash_value=stored.os_hash_value,
-        path=str(stored.path),
-    )
+    done = await transition(request, image_id, during, after, stored)
     if not done:
         # Deleted (or reset) while we were receiving: do not leave an orphan file.
         delete_data(rt.settings, image_id)
@@ -159,9 +141,7 @@ async def import_image(request: web.Request) -> web.Response:
             raise Conflict("Image needs to be staged before 'glance-direct' method can be used")
         # The data was hashed and stored while staging, so the ``importing`` phase has
         # nothing left to do: the image goes straight to active.
-        await conn.execute(
-            t.images.update().where(t.images.c.id == image_id).values(status=ACTIVE, updated_at=utcnow())
-        )
+        await records.set_status(conn, image_id, ACTIVE)
     return web.Response(status=202)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import urllib.parse
 import uuid
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
-import sqlalchemy as sa
 from aiohttp import web
 
 from novalite.api.errors import BadRequest, Conflict, Forbidden, NotFound, UnsupportedMediaType
@@ -28,12 +28,11 @@ from novalite.api.image.common import (
 )
 from novalite.api.image.data import IMPORT_METHODS
 from novalite.context import RequestContext
-from novalite.db import schema as t
 from novalite.images.files import delete_data
 from novalite.log import get_logger
 from novalite.store import images as records
-from novalite.store.images import ACTIVE, DEACTIVATED, QUEUED, is_member_of
-from novalite.timeutil import parse_iso, utcnow
+from novalite.store.images import ACTIVE, DEACTIVATED, IN_FIELDS, QUEUED, SORT_KEYS, TIME_OPS, ImageFilters
+from novalite.timeutil import parse_iso
 
 log = get_logger("novalite.api.image")
 routes = web.RouteTableDef()
@@ -41,21 +40,6 @@ routes = web.RouteTableDef()
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 1000
 PATCH_TYPES = ("application/openstack-images-v2.1-json-patch", "application/openstack-images-v2.0-json-patch")
-SORT_KEYS = {
-    "name": sa.func.coalesce(t.images.c.name, ""),
-    "status": t.images.c.status,
-    "container_format": sa.func.coalesce(t.images.c.container_format, ""),
-    "disk_format": sa.func.coalesce(t.images.c.disk_format, ""),
-    "size": sa.func.coalesce(t.images.c.size, -1),
-    "virtual_size": sa.func.coalesce(t.images.c.virtual_size, -1),
-    "id": t.images.c.id,
-    "created_at": t.images.c.created_at,
-    "updated_at": t.images.c.updated_at,
-    "min_disk": t.images.c.min_disk,
-    "min_ram": t.images.c.min_ram,
-    "visibility": t.images.c.visibility,
-    "owner": sa.func.coalesce(t.images.c.owner, ""),
-}
 #: Query parameters with a meaning of their own; any other one filters on a custom property.
 LIST_PARAMS = frozenset(
     {
@@ -83,17 +67,6 @@ LIST_PARAMS = frozenset(
         "os_hash_value",
     }
 )
-IN_FILTERS = {
-    "id": t.images.c.id,
-    "name": t.images.c.name,
-    "status": t.images.c.status,
-    "disk_format": t.images.c.disk_format,
-    "container_format": t.images.c.container_format,
-    "owner": t.images.c.owner,
-    "checksum": t.images.c.checksum,
-    "os_hash_value": t.images.c.os_hash_value,
-}
-TIME_OPS = {"gt": "__gt__", "gte": "__ge__", "lt": "__lt__", "lte": "__le__", "eq": "__eq__", "neq": "__ne__"}
 
 
 def image_response(image: dict[str, Any], status: int = 200) -> web.Response:
@@ -132,14 +105,8 @@ async def create_image(request: web.Request) -> web.Response:
     require_writer(ctx)
     values = parse_create(await read_json(request), ctx)
     image_id = values.pop("id", None) or str(uuid.uuid4())
-    now = utcnow()
     async with runtime(request).db.begin() as conn:
-        if await conn.scalar(sa.select(t.images.c.id).where(t.images.c.id == image_id)):
-            raise Conflict(f"Image with identifier {image_id} already exists!")
-        await conn.execute(
-            t.images.insert().values(id=image_id, status=QUEUED, created_at=now, updated_at=now, **values)
-        )
-        image = await load_image(conn, image_id, ctx)
+        image = await records.create_image(conn, image_id, cast(records.ImageValues, values))
     log.info("image.created", image_id=image_id, owner=image["owner"], name=image["name"])
     response = image_response(image, 201)
     response.headers["Location"] = f"{runtime(request).settings.public_base}/image/v2/images/{image_id}"
@@ -201,92 +168,45 @@ def parse_sort(query: Any) -> list[tuple[str, str]]:
     return keys
 
 
-def visibility_filter(ctx: RequestContext, visibility: str | None, member_status: str) -> Any:
-    """Which images a listing shows; stricter than :func:`records.visible_clause` (Glance's).
-
-    Shared images of other projects are listed only once the member ``accepted`` them
-    (``member_status`` changes that); community images only when asked for.
-    """
-    c = t.images.c
-    status = None if member_status == "all" else member_status
-    mine = c.owner == ctx.project_id
-    member = sa.and_(c.visibility == "shared", is_member_of(ctx.project_id, status))
-    if visibility is None:
-        if ctx.is_admin:
-            return sa.true()
-        return sa.or_(mine, c.visibility == "public", member)
-    if visibility == "all":
-        if ctx.is_admin:
-            return sa.true()
-        return sa.or_(mine, c.visibility.in_(("public", "community")), member)
-    if visibility not in ("public", "private", "shared", "community"):
+def check_visibility_filter(visibility: str | None) -> None:
+    if visibility not in (None, "all", "public", "private", "shared", "community"):
         raise BadRequest(f"Invalid visibility value: {visibility}")
-    cond = c.visibility == visibility
-    if ctx.is_admin or visibility in ("public", "community"):
-        return cond
-    if visibility == "private":
-        return sa.and_(cond, mine)
-    return sa.and_(cond, sa.or_(mine, is_member_of(ctx.project_id, status)))
 
 
-def time_filter(column: Any, name: str, value: str) -> Any:
+def parse_time(name: str, value: str) -> tuple[str, datetime]:
+    """``[op:]ISO-8601`` (``gte:2024-01-01T00:00:00Z``): the operator (``eq`` if none) and the time."""
     op, sep, stamp = value.partition(":")
     if not sep or op not in TIME_OPS:
         op, stamp = "eq", value
     try:
-        when = parse_iso(stamp)
+        return op, parse_iso(stamp)
     except ValueError:
         raise BadRequest(f"Invalid value {value!r} for '{name}': expected [op:]ISO-8601 time.") from None
-    return getattr(column, TIME_OPS[op])(when)
 
 
-def build_filters(ctx: RequestContext, query: Any) -> tuple[list[Any], list[str], dict[str, str]]:
-    """SQL conditions, plus the tag and custom-property filters applied in Python.
+def parse_filters(query: Any) -> ImageFilters:
+    """The listing's filters, each checked in Glance's order (the first bad one is reported).
 
-    Tags and properties live in JSON columns, whose SQL differs between SQLite and
-    PostgreSQL; filtering those few rows in Python keeps one query for both.
+    Any parameter without a meaning of its own filters on a custom property.
     """
-    c = t.images.c
     member_status = query.get("member_status", "accepted")
     if member_status not in ("accepted", "pending", "rejected", "all"):
         raise BadRequest(f"Invalid member_status value: {member_status}")
-    conds: list[Any] = [visibility_filter(ctx, query.get("visibility"), member_status)]
-    for name, column in IN_FILTERS.items():
-        if name in query:
-            conds.append(column.in_(split_in(query[name])))
+    visibility = query.get("visibility")
+    check_visibility_filter(visibility)
+    filters = ImageFilters(visibility=visibility, member_status=member_status)
+    filters.values_in = {name: split_in(query[name]) for name in IN_FIELDS if name in query}
     if "size_min" in query:
-        conds.append(c.size >= parse_int("size_min", query["size_min"]))
+        filters.size_min = parse_int("size_min", query["size_min"])
     if "size_max" in query:
-        conds.append(c.size <= parse_int("size_max", query["size_max"]))
+        filters.size_max = parse_int("size_max", query["size_max"])
     if "protected" in query:
-        conds.append(c.protected == parse_bool("protected", query["protected"]))
-    conds.append(c.os_hidden == parse_bool("os_hidden", query.get("os_hidden", "false")))
-    for name in ("created_at", "updated_at"):
-        if name in query:
-            conds.append(time_filter(getattr(c, name), name, query[name]))
-    tags = query.getall("tag", [])
-    props = {k: v for k, v in query.items() if k not in LIST_PARAMS}
-    return conds, tags, props
-
-
-def matches(image: dict[str, Any], tags: list[str], props: dict[str, str]) -> bool:
-    if any(tag not in image["tags"] for tag in tags):
-        return False
-    return all(image["properties"].get(k) == v for k, v in props.items())
-
-
-async def marker_condition(conn: Any, ctx: RequestContext, marker: str, keys: list[tuple[str, str]]) -> Any:
-    """Keyset paging: the rows strictly after the marker image in the sort order."""
-    exprs = [SORT_KEYS[k] for k, _ in keys]
-    row = (await conn.execute(sa.select(*exprs).where(t.images.c.id == marker, records.visible_clause(ctx)))).first()
-    if row is None:
-        raise BadRequest(f"Invalid marker. Image {marker} could not be found.")
-    ors = []
-    for i, (_key, direction) in enumerate(keys):
-        equal = [exprs[j] == row[j] for j in range(i)]
-        after = exprs[i] > row[i] if direction == "asc" else exprs[i] < row[i]
-        ors.append(sa.and_(*equal, after))
-    return sa.or_(*ors)
+        filters.protected = parse_bool("protected", query["protected"])
+    filters.os_hidden = parse_bool("os_hidden", query.get("os_hidden", "false"))
+    filters.times = {name: parse_time(name, query[name]) for name in ("created_at", "updated_at") if name in query}
+    filters.tags = query.getall("tag", [])
+    filters.properties = {k: v for k, v in query.items() if k not in LIST_PARAMS}
+    return filters
 
 
 @routes.get("/v2/images")
@@ -298,22 +218,9 @@ async def list_images(request: web.Request) -> web.Response:
         raise BadRequest("limit param must be positive")
     limit = min(limit, MAX_LIMIT)
     keys = parse_sort(query)
-    conds, tags, props = build_filters(ctx, query)
+    filters = parse_filters(query)
     async with runtime(request).db.connect() as conn:
-        if "marker" in query:
-            conds.append(await marker_condition(conn, ctx, query["marker"], keys))
-        stmt = sa.select(t.images).where(*conds)
-        stmt = stmt.order_by(*[SORT_KEYS[k].asc() if d == "asc" else SORT_KEYS[k].desc() for k, d in keys])
-        if not tags and not props:
-            stmt = stmt.limit(limit + 1)
-        rows = (await conn.execute(stmt)).all()
-    found: list[dict[str, Any]] = []
-    for row in rows:
-        image = records.row_to_dict(row)
-        if matches(image, tags, props):
-            found.append(image)
-            if len(found) > limit:
-                break
+        found = await records.list_images(conn, ctx, filters, sort=keys, limit=limit, marker=query.get("marker"))
     body: dict[str, Any] = {
         "images": [image_view(i) for i in found[:limit]],
         "first": "/v2/images",
@@ -348,7 +255,7 @@ def parse_pointer(path: Any) -> str:
     return parts[0].replace("~1", "/").replace("~0", "~")
 
 
-def apply_patch(image: dict[str, Any], changes: Any, ctx: RequestContext) -> dict[str, Any]:
+def apply_patch(image: dict[str, Any], changes: Any, ctx: RequestContext) -> records.ImageValues:
     """Apply Glance's JSON-patch dialect to ``image``; returns the changed column values."""
     if not isinstance(changes, list):
         raise BadRequest("The request body must be a JSON array of patch operations.")
@@ -386,7 +293,7 @@ def apply_patch(image: dict[str, Any], changes: Any, ctx: RequestContext) -> dic
             props[name] = validate_property(name, change["value"])
     if props != image["properties"]:
         updates["properties"] = props
-    return updates
+    return cast(records.ImageValues, updates)
 
 
 @routes.patch("/v2/images/{image_id}")
@@ -407,9 +314,7 @@ async def update_image(request: web.Request) -> web.Response:
         require_modify(image, ctx)
         updates = apply_patch(image, changes, ctx)
         if updates:
-            updates["updated_at"] = utcnow()
-            await conn.execute(t.images.update().where(t.images.c.id == image_id).values(**updates))
-            image.update(updates)
+            image.update(await records.update_image(conn, image_id, updates))
     return image_response(image)
 
 
@@ -423,7 +328,7 @@ async def delete_image(request: web.Request) -> web.Response:
         require_modify(image, ctx)
         if image["protected"]:
             raise Forbidden(f"Image {image_id} is protected and cannot be deleted.")
-        await conn.execute(t.images.delete().where(t.images.c.id == image_id))
+        await records.delete_image(conn, image_id)
     # After the commit: a failed transaction must never have removed the data.
     delete_data(rt.settings, image_id)
     log.info("image.deleted", image_id=image_id)
@@ -450,9 +355,7 @@ async def change_tags(request: web.Request, add: bool) -> web.Response:
                 raise NotFound(f"Tag {tag} not found.")
             tags.remove(tag)
         if tags != image["tags"]:
-            await conn.execute(
-                t.images.update().where(t.images.c.id == image_id).values(tags=tags, updated_at=utcnow())
-            )
+            await records.update_image(conn, image_id, {"tags": tags})
     return web.Response(status=204)
 
 
@@ -484,7 +387,5 @@ async def image_action(request: web.Request) -> web.Response:
         if image["status"] not in (source, target):
             raise BadRequest(f"Not allowed to {action} image in status '{image['status']}'")
         if image["status"] == source:
-            await conn.execute(
-                t.images.update().where(t.images.c.id == image_id).values(status=target, updated_at=utcnow())
-            )
+            await records.set_status(conn, image_id, target)
     return web.Response(status=204)

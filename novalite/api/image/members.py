@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from aiohttp import web
 
 from novalite.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.image.common import image_id_of, load_image, require_modify
 from novalite.context import RequestContext
-from novalite.db import schema as t
-from novalite.store.images import can_modify
-from novalite.timeutil import iso, utcnow
+from novalite.store import images as records
+from novalite.timeutil import iso
 
 routes = web.RouteTableDef()
 MEMBER_STATUSES = ("pending", "accepted", "rejected")
@@ -39,16 +37,6 @@ def require_shared(image: dict[str, Any]) -> None:
         raise Forbidden(f"Only shared images have members. Image {image['id']} is {image['visibility']}.")
 
 
-async def fetch_member(conn: Any, image_id: str, member_id: str) -> Any:
-    return (
-        await conn.execute(
-            sa.select(t.image_members).where(
-                t.image_members.c.image_id == image_id, t.image_members.c.member_id == member_id
-            )
-        )
-    ).first()
-
-
 def may_see_member(image: dict[str, Any], member_id: str, ctx: RequestContext) -> bool:
     return ctx.is_admin or image["owner"] == ctx.project_id or member_id == ctx.project_id
 
@@ -61,19 +49,13 @@ async def add_member(request: web.Request) -> web.Response:
     if not isinstance(member_id, str) or not member_id or len(member_id) > 255:
         raise BadRequest('The request body must be {"member": "<project id>"}.')
     image_id = image_id_of(request)
-    now = utcnow()
     async with runtime(request).db.begin() as conn:
         image = await load_image(conn, image_id, ctx, for_update=True)
         require_modify(image, ctx)
         require_shared(image)
-        if await fetch_member(conn, image_id, member_id) is not None:
+        if await records.get_member(conn, image_id, member_id) is not None:
             raise Conflict(f"Member {member_id} already associated with image {image_id}.")
-        await conn.execute(
-            t.image_members.insert().values(
-                image_id=image_id, member_id=member_id, status="pending", created_at=now, updated_at=now
-            )
-        )
-        row = await fetch_member(conn, image_id, member_id)
+        row = await records.add_member(conn, image_id, member_id)
     return json_response(member_view(row))
 
 
@@ -84,10 +66,9 @@ async def list_members(request: web.Request) -> web.Response:
     async with runtime(request).db.connect() as conn:
         image = await load_image(conn, image_id, ctx)
         require_shared(image)
-        query = sa.select(t.image_members).where(t.image_members.c.image_id == image_id)
-        if not (ctx.is_admin or image["owner"] == ctx.project_id):
-            query = query.where(t.image_members.c.member_id == ctx.project_id)
-        rows = (await conn.execute(query.order_by(t.image_members.c.created_at))).all()
+        # Everyone but the owner (and admin) sees only their own membership.
+        only = None if ctx.is_admin or image["owner"] == ctx.project_id else ctx.project_id
+        rows = await records.list_members(conn, image_id, member_id=only)
     return json_response({"members": [member_view(r) for r in rows], "schema": "/v2/schemas/members"})
 
 
@@ -98,7 +79,7 @@ async def show_member(request: web.Request) -> web.Response:
     async with runtime(request).db.connect() as conn:
         image = await load_image(conn, image_id, ctx)
         require_shared(image)
-        row = await fetch_member(conn, image_id, member_id) if may_see_member(image, member_id, ctx) else None
+        row = await records.get_member(conn, image_id, member_id) if may_see_member(image, member_id, ctx) else None
     if row is None:
         raise NotFound(f"Member {member_id} not found for image {image_id}.")
     return json_response(member_view(row))
@@ -116,19 +97,14 @@ async def update_member(request: web.Request) -> web.Response:
     async with runtime(request).db.begin() as conn:
         image = await load_image(conn, image_id, ctx)
         require_shared(image)
-        row = await fetch_member(conn, image_id, member_id) if may_see_member(image, member_id, ctx) else None
+        row = await records.get_member(conn, image_id, member_id) if may_see_member(image, member_id, ctx) else None
         if row is None:
             raise NotFound(f"Member {member_id} not found for image {image_id}.")
         if member_id != ctx.project_id and not ctx.is_admin:
             raise Forbidden("You are not permitted to modify 'status' on this image member.")
         if not ctx.can_write:
             raise Forbidden("You are not authorized to complete this action.")
-        await conn.execute(
-            t.image_members.update()
-            .where(t.image_members.c.image_id == image_id, t.image_members.c.member_id == member_id)
-            .values(status=status, updated_at=utcnow())
-        )
-        row = await fetch_member(conn, image_id, member_id)
+        row = await records.set_member_status(conn, image_id, member_id, status)
     return json_response(member_view(row))
 
 
@@ -139,13 +115,9 @@ async def delete_member(request: web.Request) -> web.Response:
     async with runtime(request).db.begin() as conn:
         image = await load_image(conn, image_id, ctx)
         require_shared(image)
-        if not can_modify(image, ctx):
+        if not records.can_modify(image, ctx):
             raise Forbidden("Only the owner of the image can remove its members.")
-        result = await conn.execute(
-            t.image_members.delete().where(
-                t.image_members.c.image_id == image_id, t.image_members.c.member_id == member_id
-            )
-        )
-    if not result.rowcount:
+        removed = await records.remove_member(conn, image_id, member_id)
+    if not removed:
         raise NotFound(f"Member {member_id} not found for image {image_id}.")
     return web.Response(status=204)

@@ -7,6 +7,8 @@ link, so every entry must carry one.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from novalite.api.http import json_response, runtime
@@ -17,7 +19,7 @@ routes = web.RouteTableDef()
 CURRENT_MINOR = 16
 
 
-def versions_doc(request: web.Request) -> dict:
+def versions_doc(request: web.Request) -> dict[str, Any]:
     href = f"{runtime(request).settings.public_base}/image/v2/"
     versions = [
         {
