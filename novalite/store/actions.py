@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from novalite.db import Connection
 from novalite.db import schema as t
-from novalite.errors import Invalid
+from novalite.store.paging import page_after
 from novalite.timeutil import utcnow
 
 
@@ -104,14 +104,7 @@ async def list_actions(
     if changes_before:
         query = query.where(c.updated_at <= changes_before)
     rows = list(await conn.execute(query.order_by(c.start_time.desc(), c.id.desc())))
-    if marker is not None:
-        ids = [r.request_id for r in rows]
-        if marker not in ids:
-            raise Invalid(f"Marker {marker} could not be found.")
-        rows = rows[ids.index(marker) + 1 :]
-    if limit is not None:
-        rows = rows[:limit]
-    return rows
+    return page_after(rows, lambda r: r.request_id, marker, limit, f"Marker {marker} could not be found.")
 
 
 async def get_action(conn: Connection, instance_uuid: str, request_id: str) -> sa.Row[Any] | None:

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from novalite.context import RequestContext
 from novalite.db import Connection
 from novalite.db import schema as t
-from novalite.errors import Conflict, Invalid, NotFound
+from novalite.errors import Conflict, NotFound
+from novalite.store.paging import page_after
 from novalite.timeutil import utcnow
 
 DEFAULT_FLAVORS = [
@@ -156,12 +157,7 @@ async def list_flavors(
     ascending = sort_dir == "asc"
     order = [column.asc() if ascending else column.desc(), t.flavors.c.id.asc() if ascending else t.flavors.c.id.desc()]
     rows = list(await conn.execute(sa.select(t.flavors).where(*where).order_by(*order)))
-    if marker is not None:
-        ids = [r.flavorid for r in rows]
-        if marker not in ids:
-            raise Invalid(f"marker [{marker}] not found")
-        rows = rows[ids.index(marker) + 1 :]
-    return rows if limit is None else rows[:limit]
+    return page_after(rows, lambda r: r.flavorid, marker, limit, f"marker [{marker}] not found")
 
 
 # -- changes --------------------------------------------------------------------------------------

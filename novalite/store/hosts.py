@@ -258,7 +258,7 @@ async def list_compute_node_states(conn: Connection) -> list[sa.Row[Any]]:
     return list(result)
 
 
-# -- added for the conductor (helper 1) --
+# -- compute nodes --------------------------------------------------------------------------------
 
 
 async def upsert_compute_node(conn: Connection, uuid: str, **values: Any) -> None:

@@ -13,7 +13,8 @@ import sqlalchemy as sa
 
 from novalite.db import Connection
 from novalite.db import schema as t
-from novalite.errors import Conflict, Invalid, NotFound
+from novalite.errors import Conflict, NotFound
+from novalite.store.paging import page_after
 from novalite.timeutil import utcnow
 
 
@@ -34,12 +35,7 @@ async def list_keypairs(
     """The user's key pairs in creation order, after the pair named ``marker``; Invalid if unknown."""
     query = sa.select(t.keypairs).where(t.keypairs.c.user_id == user_id).order_by(t.keypairs.c.id)
     rows = list(await conn.execute(query))
-    if marker is not None:
-        names = [r.name for r in rows]
-        if marker not in names:
-            raise Invalid(f"Marker {marker} could not be found.")
-        rows = rows[names.index(marker) + 1 :]
-    return rows if limit is None else rows[:limit]
+    return page_after(rows, lambda r: r.name, marker, limit, f"Marker {marker} could not be found.")
 
 
 async def get_keypair(conn: Connection, user_id: str, name: str) -> sa.Row[Any]:

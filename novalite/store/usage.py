@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from novalite.db import Connection
 from novalite.db import schema as t
-from novalite.errors import Invalid
+from novalite.store.paging import page_after
 
 
 async def instances_in_period(
@@ -42,9 +42,4 @@ async def instances_in_period(
     if project_id is not None:
         query = query.where(c.project_id == project_id)
     rows = list(await conn.execute(query))
-    if marker is not None:
-        ids = [r.uuid for r in rows]
-        if marker not in ids:
-            raise Invalid(f"Marker {marker} could not be found.")
-        rows = rows[ids.index(marker) + 1 :]
-    return rows if limit is None else rows[:limit]
+    return page_after(rows, lambda r: r.uuid, marker, limit, f"Marker {marker} could not be found.")

@@ -23,6 +23,7 @@ from novalite.api.validation import bool_word
 from novalite.servicegroup import is_up
 from novalite.store import hosts, placement
 from novalite.store.hosts import Hypervisor, HypervisorUsage
+from novalite.store.paging import page_after
 from novalite.timeutil import utcnow
 
 routes = web.RouteTableDef()
@@ -158,13 +159,8 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
         found = await hosts.list_hypervisors(conn, hostname_like=pattern)
         if pattern is not None and not found:
             raise NotFound(f"No hypervisor matching '{pattern}' could be found.")
-        if marker is not None:
-            keys = [str(h.node.uuid if mv.at_least("2.53") else h.node.id) for h in found]
-            if marker not in keys:
-                raise BadRequest(f"marker [{marker}] not found")
-            found = found[keys.index(marker) + 1 :]
-        if limit is not None:
-            found = found[:limit]
+        key = (lambda h: h.node.uuid) if mv.at_least("2.53") else (lambda h: h.node.id)
+        found = page_after(found, key, marker, limit, f"marker [{marker}] not found")
         stats = _Stats(await hosts.hypervisor_usage(conn, found, with_instances=detail or with_servers))
     items = [_view(request, h.node, h.service, stats, detail, with_servers) for h in found if h.service is not None]
     body: dict[str, Any] = {"hypervisors": items}
