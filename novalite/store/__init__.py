@@ -8,3 +8,7 @@ agent never imports this package (an import contract in CI says so).
 
 Errors are domain errors (:mod:`novalite.errors`), never HTTP ones: the API maps them.
 """
+
+from novalite.db import Connection
+
+__all__ = ["Connection"]  # the type callers hold while they call the store (the API may not import novalite.db)

@@ -16,6 +16,7 @@ from novalite.api.errors import NotFound
 from novalite.api.http import json_response, runtime
 from novalite.api.identity.common import collection_links, enforce, not_found, query_bool, v3_base
 from novalite.api.identity.roles import role_view
+from novalite.store import Connection
 from novalite.store import identity as store
 from novalite.store.tokens import IMPLIED_ROLES
 
@@ -24,7 +25,7 @@ routes = web.RouteTableDef()
 GRANT = "/v3/projects/{project_id}/users/{user_id}/roles/{role_id}"
 
 
-async def _check_actors(conn: Any, project_id: str, user_id: str, role_id: str | None = None) -> None:
+async def _check_actors(conn: Connection, project_id: str, user_id: str, role_id: str | None = None) -> None:
     """404 naming the first of role, user, project that does not exist."""
     if role_id is not None and await store.get_role(conn, role_id) is None:
         raise not_found("role", role_id)

@@ -18,6 +18,7 @@ from aiohttp import web
 from novalite.api.errors import BadRequest, Forbidden, NotFound
 from novalite.api.http import json_response, read_json, runtime
 from novalite.api.validation import bool_word, compiled_validator
+from novalite.store import Connection
 from novalite.store.identity import DEFAULT_DOMAIN_ID, NameFilters
 from novalite.store.tokens import TokenInfo
 
@@ -191,7 +192,7 @@ class Resource:
     def _ident(self, request: web.Request) -> str:
         return request.match_info[f"{self.kind}_id"]
 
-    async def _current(self, conn: Any, ident: str) -> Any:
+    async def _current(self, conn: Connection, ident: str) -> Any:
         row = await self.get(conn, ident)
         if row is None:
             raise not_found(self.kind, ident)

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from novalite.api.errors import BadRequest, Forbidden, NotFound
 from novalite.context import RequestContext
+from novalite.store import Connection
 from novalite.store.images import can_modify, get_image
 from novalite.timeutil import iso
 
@@ -174,7 +175,9 @@ def check_visibility_allowed(visibility: str, ctx: RequestContext) -> None:
         raise Forbidden("You are not authorized to complete publicize_image action.")
 
 
-async def load_image(conn: Any, image_id: str, ctx: RequestContext, *, for_update: bool = False) -> dict[str, Any]:
+async def load_image(
+    conn: Connection, image_id: str, ctx: RequestContext, *, for_update: bool = False
+) -> dict[str, Any]:
     """The image visible to ``ctx``, or 404 (the same for invisible and missing ones).
 
     ``conn`` is the open connection of the handler's transaction (``rt.db.begin()``).
