@@ -117,13 +117,18 @@ async def list_servers(
     """One page of instances: at most ``limit`` after ``marker``, in ``sort`` order (newest first).
 
     ``sort`` holds (key in :data:`SORT_KEYS`, "asc" | "desc") pairs. Invalid if the marker
-    is unknown or a name/ip regex does not compile.
+    is unknown or not in the listed project(s) or a name/ip regex does not compile.
     """
     c = t.instances.c
     order = [_SORT_COLUMNS[key].desc() if direction == "desc" else _SORT_COLUMNS[key].asc() for key, direction in sort]
     query = _filtered(filters).order_by(*order, c.id.desc())
     if marker:
-        marker_row = (await conn.execute(sa.select(c.id, c.created_at).where(c.uuid == marker))).first()
+        marker_query = sa.select(c.id, c.created_at).where(c.uuid == marker)
+        if not filters.all_projects:
+            # The marker is looked up with the listing's visibility: another project's server
+            # must answer exactly like an unknown uuid, or the 400/200 difference reveals it.
+            marker_query = marker_query.where(c.project_id == filters.project_id)
+        marker_row = (await conn.execute(marker_query)).first()
         if marker_row is None:
             raise Invalid(f"marker [{marker}] not found")
         if [key for key, _ in sort] == ["created_at"] and sort[0][1] == "desc":

@@ -109,6 +109,8 @@ async def _reboot(request: web.Request, body: Any) -> web.Response:
 
 async def _console_output(request: web.Request, body: Any) -> web.Response:
     ctx = context(request)
+    # Nova's default for os-console-output is project member or admin: the log may hold secrets.
+    require_member(ctx, "os_compute_api:os-console-output")
     rt = runtime(request)
     server_id = request.match_info["server_id"]
     length = (body or {}).get("length") if isinstance(body, dict) else None
