@@ -79,6 +79,18 @@ class Settings(BaseSettings):
         "and kept in <state_dir>/clouds.yaml (mode 0600).",
     )
     token_ttl: int = Field(default=3600, gt=0, description="Lifetime of a Keystone token, in seconds.")
+    max_request_body_size: int = Field(
+        default=114688,
+        gt=0,
+        description="Largest JSON request body, in bytes, the API reads (Nova's max_request_body_size); a larger "
+        "one is answered 413 before it is read. Image data uploads are bounded by image_size_cap instead.",
+    )
+    image_size_cap: int = Field(
+        default=1099511627776,
+        gt=0,
+        description="Largest image, in bytes, that can be uploaded (Glance's image_size_cap, 1 TiB); a larger "
+        "upload is answered 413 and leaves no data behind.",
+    )
     region: str = Field(default="RegionOne", description="The region the service catalog advertises.")
     availability_zone: str = Field(default="nova", description="The availability zone of the compute hosts.")
     host: str = Field(

@@ -20,7 +20,9 @@ from novalite.runtime import Runtime
 
 def build_app(rt: Runtime) -> web.Application:
     """The whole API: root version list plus the three service sub-applications."""
-    app = web.Application(middlewares=[request_id_middleware], client_max_size=1024**4)
+    # ``request.read()`` refuses bodies over the JSON limit too (read_body is the bounded reader
+    # handlers use); image data is streamed from ``request.content``, which this does not bound.
+    app = web.Application(middlewares=[request_id_middleware], client_max_size=rt.settings.max_request_body_size)
     app[RUNTIME] = rt
     app.add_subapp("/identity", identity_routes.build())
     app.add_subapp("/compute", compute_routes.build())

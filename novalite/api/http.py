@@ -13,11 +13,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from novalite.api.errors import BadRequest, UnsupportedMediaType
+from novalite.api.errors import BadRequest, OverLimit, UnsupportedMediaType
 from novalite.context import RequestContext
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RUNTIME = web.AppKey("runtime", object)
+#: Where :func:`read_body` keeps the body it read on the request.
+BODY = "novalite.body"
 
 
 def dumps(body: Any) -> bytes:
@@ -29,9 +31,47 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return web.Response(body=dumps(body), status=status, headers=headers, content_type="application/json")
 
 
+def too_large() -> OverLimit:
+    """The 413 of a body over ``max_request_body_size`` (Nova's and Keystone's message)."""
+    return OverLimit("Request is too large.")
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole request body, refused with 413 beyond ``max_request_body_size`` bytes.
+
+    As Nova's body size limiter: an announced ``Content-Length`` over the limit is refused
+    before a byte is read, and a chunked body is read only up to one byte past the limit,
+    so no client makes the API buffer (and parse) more than that. The body is kept on the
+    request, so a second read gives it again (as ``request.read()`` does).
+    """
+    if BODY in request:
+        cached: bytes = request[BODY]
+        return cached
+    limit: int = runtime(request).settings.max_request_body_size
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large()
+    body = bytearray()
+    while len(body) <= limit:
+        chunk = await request.content.read(limit + 1 - len(body))
+        if not chunk:
+            raw = bytes(body)
+            request[BODY] = raw
+            return raw
+        body.extend(chunk)
+    raise too_large()
+
+
+def loads(raw: bytes) -> Any:
+    """Parse JSON; too deep a nesting is a ValueError (a 400) like any other malformed body, not a crash."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
+
+
 async def read_json(request: web.Request, *, required: bool = True) -> Any:
-    """The request body as JSON, or a 400 that says why it is not."""
-    raw = await request.read()
+    """The request body as JSON, or a 400 (413 when too large) that says why it is not."""
+    raw = await read_body(request)
     if not raw:
         if required:
             raise BadRequest("The request body is empty; a JSON body is required.")
@@ -40,7 +80,7 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
     if ctype and "json" not in ctype and ctype != "application/octet-stream":
         raise UnsupportedMediaType(f"The media type {ctype} is not supported, use application/json.")
     try:
-        return json.loads(raw)
+        return loads(raw)
     except ValueError as exc:
         raise BadRequest(f"Malformed request body: {exc}") from None
 

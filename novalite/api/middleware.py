@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from novalite.api.errors import ApiError, MethodNotAllowed, NotFound, Unauthorized, from_domain, keystone_body
-from novalite.api.http import Handler, json_response, runtime
+from novalite.api.http import Handler, json_response, runtime, too_large
 from novalite.context import RequestContext, new_request_id
 from novalite.errors import NovaliteError
 from novalite.log import bind_request_id, get_logger
@@ -58,6 +58,8 @@ def error_middleware(render: Callable[[ApiError], dict[str, Any]]) -> Any:
             return json_response(render(NotFound("The resource could not be found.")), 404)
         except web.HTTPMethodNotAllowed:
             return json_response(render(MethodNotAllowed("The method is not allowed for this resource.")), 405)
+        except web.HTTPRequestEntityTooLarge:
+            return json_response(render(too_large()), 413)
         except web.HTTPException:
             raise
         except Exception:

@@ -53,7 +53,13 @@ class StoredData:
 
 
 class UploadTooLarge(Exception):
-    """The body exceeded the announced or allowed size."""
+    """The body exceeded ``limit``: the announced size, or the ``image_size_cap`` when that is smaller."""
+
+    def __init__(self, limit: int, capped: bool) -> None:
+        super().__init__(f"the image data exceeds {limit} bytes")
+        self.limit = limit
+        #: True when the limit hit was ``image_size_cap`` (413), False when it was the announced size (400).
+        self.capped = capped
 
 
 def qcow2_virtual_size(header: bytes) -> int | None:
@@ -77,8 +83,12 @@ async def write_image(
     """Stream ``chunks`` into the image's file; atomic: either the whole file or none.
 
     Hashing and writing run in a worker thread, one MiB at a time, so a large upload
-    neither blocks the event loop nor holds more than a few MiB in memory.
+    neither blocks the event loop nor holds more than a few MiB in memory. No upload grows
+    past ``settings.image_size_cap`` (nor past ``max_size``, the announced size): the
+    stream stops at the first byte over and the partial file is removed.
     """
+    capped = max_size is None or max_size > settings.image_size_cap
+    limit = settings.image_size_cap if max_size is None or capped else max_size
     final = image_path(settings, image_id)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{image_id}.{uuid.uuid4().hex}.part")
@@ -101,8 +111,8 @@ async def write_image(
                 if not chunk:
                     continue
                 size += len(chunk)
-                if max_size is not None and size > max_size:
-                    raise UploadTooLarge(f"the image data exceeds {max_size} bytes")
+                if size > limit:
+                    raise UploadTooLarge(limit, capped)
                 if len(header) < 32:
                     header += chunk[: 32 - len(header)]
                 pending.append(chunk)

@@ -13,7 +13,15 @@ import asyncio
 
 from aiohttp import web
 
-from novalite.api.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, UnsupportedMediaType
+from novalite.api.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    OverLimit,
+    UnsupportedMediaType,
+)
 from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.image.common import image_id_of, load_image, require_modify
 from novalite.images.files import StoredData, UploadTooLarge, delete_data, image_path, write_image
@@ -41,11 +49,16 @@ async def transition(
         return await records.set_status(conn, image_id, status, expected=expected, data=data)
 
 
+def too_large(cap: int) -> OverLimit:
+    """Glance's 413 for data over ``image_size_cap``."""
+    return OverLimit(f"The incoming image is too large: the image data exceeds the image size cap of {cap} bytes.")
+
+
 async def receive_data(request: web.Request, during: str, after: str) -> None:
     """Stream the body into the image's file: ``queued -> during -> after``.
 
-    On any failure (client gone, size mismatch) the image goes back to ``queued`` and
-    no data is left behind, so the client can simply retry.
+    On any failure (client gone, size mismatch, over ``image_size_cap``: 413) the image goes
+    back to ``queued`` and no data is left behind, so the client can simply retry.
     """
     ctype = request.headers.get("Content-Type", "application/octet-stream")
     if ctype.split(";")[0].strip() != "application/octet-stream":
@@ -53,6 +66,7 @@ async def receive_data(request: web.Request, during: str, after: str) -> None:
     ctx = context(request)
     image_id = image_id_of(request)
     rt = runtime(request)
+    announced = request.headers.get("X-OpenStack-Image-Size")
     async with rt.db.begin() as conn:
         image = await load_image(conn, image_id, ctx, for_update=True)
         require_modify(image, ctx)
@@ -60,23 +74,29 @@ async def receive_data(request: web.Request, during: str, after: str) -> None:
             raise Conflict(f"Image status transition from {image['status']} to {during} is not allowed")
         if not image["disk_format"] or not image["container_format"]:
             raise BadRequest("Properties disk_format, container_format must be set prior to saving data.")
+        announced_size = int(announced) if announced and announced.isdigit() else None
+        cap = rt.settings.image_size_cap
+        # Refused before the status moves and before a byte is read: the image stays queued.
+        if max(request.content_length or 0, announced_size or 0) > cap:
+            raise too_large(cap)
         await records.set_status(conn, image_id, during)
-    announced = request.headers.get("X-OpenStack-Image-Size")
     try:
         stored = await write_image(
             rt.settings,
             image_id,
             request.content.iter_chunked(READ_CHUNK),
             image["disk_format"],
-            max_size=int(announced) if announced and announced.isdigit() else None,
+            max_size=announced_size,
         )
-        if announced and announced.isdigit() and stored.size != int(announced):
+        if announced_size is not None and stored.size != announced_size:
             delete_data(rt.settings, image_id)
             raise BadRequest(f"The image data is {stored.size} bytes, X-OpenStack-Image-Size announced {announced}.")
     except BaseException as exc:
         await asyncio.shield(transition(request, image_id, during, QUEUED))
         log.warning("image.upload_failed", image_id=image_id, error=repr(exc))
         if isinstance(exc, UploadTooLarge):
+            if exc.capped:
+                raise too_large(cap) from None
             raise BadRequest(f"The image data exceeds the announced X-OpenStack-Image-Size {announced}.") from None
         raise
     done = await transition(request, image_id, during, after, stored)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import urllib.parse
 import uuid
 from datetime import datetime
@@ -11,7 +10,7 @@ from typing import Any, cast
 from aiohttp import web
 
 from novalite.api.errors import BadRequest, Conflict, Forbidden, NotFound, UnsupportedMediaType
-from novalite.api.http import context, json_response, read_json, runtime
+from novalite.api.http import context, json_response, loads, read_body, read_json, runtime
 from novalite.api.image.common import (
     CORE,
     READ_ONLY,
@@ -302,9 +301,9 @@ async def update_image(request: web.Request) -> web.Response:
         raise UnsupportedMediaType(
             f"Unsupported Content-Type {request.content_type!r}: use application/openstack-images-v2.1-json-patch."
         )
-    raw = await request.read()
+    raw = await read_body(request)
     try:
-        changes = json.loads(raw) if raw else None
+        changes = loads(raw) if raw else None
     except ValueError as exc:
         raise BadRequest(f"Malformed JSON in request body: {exc}") from None
     ctx = context(request)
