@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
 import sys
 from typing import Any
 
 from novalite import __version__
 from novalite.config import ALL_SERVICES, Settings, load_settings
 from novalite.log import setup_logging
+from novalite.shutdown import ShutdownSignals
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -108,11 +107,8 @@ async def _serve(settings: Settings, agent: bool) -> int:
         from novalite.node import Node
 
         process = Node(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    signals = ShutdownSignals(settings.stop_timeout)
+    signals.install()
     try:
         info = await process.start()
     except Exception as exc:
@@ -124,8 +120,9 @@ async def _serve(settings: Settings, agent: bool) -> int:
         print(f"novalite agent {__version__}: compute host(s) {hosts}, driver {settings.driver}", flush=True)
     else:
         _print_banner(process, info)
-    await stop.wait()
+    await signals.stopping.wait()
     await process.stop()
+    signals.uninstall()
     return 0
 
 

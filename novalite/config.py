@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         description="Largest image, in bytes, that can be uploaded (Glance's image_size_cap, 1 TiB); a larger "
         "upload is answered 413 and leaves no data behind.",
     )
+    stop_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds a process stopping on SIGTERM/SIGINT waits for in-flight requests and services "
+        "before it exits anyway (a second signal exits at once).",
+    )
     region: str = Field(default="RegionOne", description="The region the service catalog advertises.")
     availability_zone: str = Field(default="nova", description="The availability zone of the compute hosts.")
     host: str = Field(

@@ -142,7 +142,7 @@ class Node:
 
     async def _start_api(self, rt: ControllerRuntime) -> None:
         app = build_app(rt)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=rt.settings.stop_timeout)
         await self._runner.setup()
         site = web.TCPSite(self._runner, rt.settings.listen_host, rt.settings.listen_port, reuse_address=True)
         await site.start()

@@ -112,19 +112,43 @@ async def reset_limits(conn: Connection, project_id: str) -> None:
     await conn.execute(t.quotas.delete().where(t.quotas.c.project_id == project_id))
 
 
-async def check_quota(conn: Connection, settings: Any, project_id: str, instances: int, cores: int, ram: int) -> None:
-    """Raise :class:`QuotaExceeded` unless the project can add these resources."""
-    limits = await limits_for(conn, settings, project_id)
-    usage = await usage_for(conn, project_id)
-    wanted = {"instances": instances, "cores": cores, "ram": ram}
+def quota_overs(limits: dict[str, int], usage: dict[str, int], wanted: dict[str, int]) -> QuotaExceeded | None:
+    """The error adding ``wanted`` to ``usage`` would raise under ``limits``; None if it fits.
+
+    Pure, so a caller that already holds limits and usage can test several amounts at no cost.
+    """
     overs = [
         name
         for name in sorted(wanted)
         if wanted[name] > 0 and limits[name] != UNLIMITED and usage[name] + wanted[name] > limits[name]
     ]
     if not overs:
-        return
+        return None
     if len(overs) == 1:
         name = overs[0]
-        raise QuotaExceeded(name, wanted[name], usage[name], limits[name])
-    raise QuotaExceeded(overs, [wanted[n] for n in overs], [usage[n] for n in overs], [limits[n] for n in overs])
+        return QuotaExceeded(name, wanted[name], usage[name], limits[name])
+    return QuotaExceeded(overs, [wanted[n] for n in overs], [usage[n] for n in overs], [limits[n] for n in overs])
+
+
+def instances_that_fit(limits: dict[str, int], usage: dict[str, int], vcpus: int, memory_mb: int) -> int | None:
+    """How many more instances of this size the limits allow (Nova's headroom rule); None if unlimited.
+
+    For each of instances, cores and RAM: floor(headroom / what one instance needs), the least
+    of them wins; a resource that is unlimited, or that the instance does not use, sets no bound.
+    """
+    needs = {"instances": 1, "cores": vcpus, "ram": memory_mb}
+    fits = [
+        max(0, (limits[name] - usage[name]) // need)
+        for name, need in needs.items()
+        if need > 0 and limits[name] != UNLIMITED
+    ]
+    return min(fits) if fits else None
+
+
+async def check_quota(conn: Connection, settings: Any, project_id: str, instances: int, cores: int, ram: int) -> None:
+    """Raise :class:`QuotaExceeded` unless the project can add these resources."""
+    limits = await limits_for(conn, settings, project_id)
+    usage = await usage_for(conn, project_id)
+    error = quota_overs(limits, usage, {"instances": instances, "cores": cores, "ram": ram})
+    if error is not None:
+        raise error

@@ -20,11 +20,11 @@ from novalite.config import Settings
 from novalite.context import RequestContext
 from novalite.db import Connection
 from novalite.db import schema as t
-from novalite.errors import NotFound, QuotaExceeded
+from novalite.errors import Invalid, NotFound, QuotaExceeded
 from novalite.servicegroup import is_up
 from novalite.store import actions, hosts, placement
 from novalite.store.network import allocate_port
-from novalite.store.quotas import check_quota
+from novalite.store.quotas import instances_that_fit, limits_for, quota_overs, usage_for
 from novalite.timeutil import utcnow
 
 
@@ -173,27 +173,33 @@ async def create_instances(conn: Connection, settings: Settings, new: NewInstanc
     return uuids
 
 
+#: The most instances one ``POST /servers`` creates when the quota sets no lower bound: ``max_count``
+#: is "at most", so it is trimmed to this as it is to the quota headroom (Nova has no such cap, but an
+#: unlimited project must not be able to ask for 10**21 rows in one transaction).
+MAX_INSTANCES_PER_REQUEST = 1000
+
+
 async def instances_allowed(
     conn: Connection, settings: Settings, project_id: str, flavor: Mapping[str, Any], min_count: int, max_count: int
 ) -> int:
     """How many of ``min_count``..``max_count`` instances of ``flavor`` the project's quota allows;
-    QuotaExceeded if not even ``min_count``."""
-    allowed = max_count
-    while True:
-        try:
-            await check_quota(
-                conn,
-                settings,
-                project_id,
-                instances=allowed,
-                cores=flavor["vcpus"] * allowed,
-                ram=flavor["memory_mb"] * allowed,
-            )
-            return allowed
-        except QuotaExceeded:
-            if allowed <= min_count:
-                raise
-            allowed -= 1
+    QuotaExceeded if not even ``min_count`` (the error for ``min_count``, as Nova reports it).
+
+    One limits and one usage query, whatever the counts: the answer is computed from the headroom,
+    never found by trying smaller counts (which stalled the API for a huge ``max_count``).
+    """
+    limits = await limits_for(conn, settings, project_id)
+    usage = await usage_for(conn, project_id)
+    vcpus, memory_mb = int(flavor["vcpus"]), int(flavor["memory_mb"])
+    fit = instances_that_fit(limits, usage, vcpus, memory_mb)
+    bound = MAX_INSTANCES_PER_REQUEST if fit is None else min(fit, MAX_INSTANCES_PER_REQUEST)
+    if min_count > bound:
+        wanted = {"instances": min_count, "cores": vcpus * min_count, "ram": memory_mb * min_count}
+        error = quota_overs(limits, usage, wanted)
+        if error is None:  # within quota, but over the per-request cap
+            raise Invalid(f"min_count must be <= {MAX_INSTANCES_PER_REQUEST}")
+        raise error
+    return min(max_count, bound)
 
 
 async def finalize_delete(conn: Connection, instance_uuid: str) -> None:

@@ -34,7 +34,7 @@ from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.validation import metadata_schema, name_schema, to_bool, validate
 from novalite.errors import NotFound, QuotaExceeded
 from novalite.log import get_logger
-from novalite.store import actions, flavors, hosts, keypairs
+from novalite.store import Connection, actions, flavors, hosts, keypairs
 from novalite.store import servers as records
 from novalite.store.images import get_image
 from novalite.store.server_lists import SORT_KEYS, ServerFilters, list_servers, load_extras
@@ -90,8 +90,8 @@ CREATE_SCHEMA: dict[str, Any] = {
                 "security_groups": {"type": "array", "items": {"type": "object"}},
                 "OS-DCF:diskConfig": {"type": "string", "enum": ["AUTO", "MANUAL"]},
                 "trusted_image_certificates": {"type": ["array", "null"]},
-                "host": {"type": "string"},
-                "hypervisor_hostname": {"type": "string"},
+                "host": {"type": "string", "minLength": 1, "maxLength": 255},
+                "hypervisor_hostname": {"type": "string", "minLength": 1, "maxLength": 255},
             },
             "required": ["name", "flavorRef"],
             "additionalProperties": False,
@@ -165,6 +165,33 @@ def _image_ref_from_bdm(bdms: list[dict[str, Any]]) -> str | None:
     return None
 
 
+#: Digits beyond which a count is only "huge": every count is bounded by the quota anyway, and
+#: ``int()`` of a very long digit string is slow (and refused past 4300 digits).
+MAX_COUNT_DIGITS = 30
+
+
+def _count(server: dict[str, Any], name: str, default: int) -> int:
+    """``min_count``/``max_count`` as an int >= 1 (the schema let through any digit string)."""
+    value = server.get(name, default)
+    if isinstance(value, str):
+        value = int(value) if len(value.lstrip("0")) <= MAX_COUNT_DIGITS else 10**MAX_COUNT_DIGITS
+    if value < 1:
+        raise BadRequest(
+            f"Invalid input for field/attribute {name}. Value: {value}. {value} is less than the minimum of 1"
+        )
+    return int(value)
+
+
+async def _requested_destination(conn: Connection, host: str | None, node: str | None) -> str:
+    """The ``force_host`` an admin's ``host``/``hypervisor_hostname`` (2.74) pins the build to;
+    400 if no compute node matches, as Nova's ComputeHostNotFound."""
+    nodes = [h.node for h in await hosts.list_hypervisors(conn)]
+    matches = [n for n in nodes if (host is None or n.host == host) and (node is None or n.hypervisor_hostname == node)]
+    if not matches:
+        raise BadRequest(f"Compute host {host or node} could not be found.")
+    return node or str(host)
+
+
 def _decode_user_data(value: str | None) -> str | None:
     if value is None:
         return None
@@ -199,8 +226,14 @@ async def create(request: web.Request) -> web.Response:
             "Invalid input for field/attribute server. Additional properties are not allowed "
             "('description' was unexpected)"
         )
-    min_count = int(server.get("min_count", 1))
-    max_count = int(server.get("max_count", min_count))
+    for field_name in ("host", "hypervisor_hostname"):
+        if field_name in server and mv.below("2.74"):
+            raise BadRequest(
+                "Invalid input for field/attribute server. Additional properties are not allowed "
+                f"('{field_name}' was unexpected)"
+            )
+    min_count = _count(server, "min_count", 1)
+    max_count = _count(server, "max_count", min_count)
     if min_count > max_count:
         raise BadRequest("min_count must be <= max_count")
 
@@ -215,6 +248,9 @@ async def create(request: web.Request) -> web.Response:
         if force_host:
             require_admin(ctx, "os_compute_api:servers:create:forced_host")
         az = az or None
+    requested_host, requested_node = server.get("host"), server.get("hypervisor_hostname")
+    if requested_host or requested_node:
+        require_admin(ctx, "compute:servers:create:requested_destination")
 
     meta = server.get("metadata") or {}
     async with rt.db.begin() as conn:
@@ -234,6 +270,8 @@ async def create(request: web.Request) -> web.Response:
                 key_data = (await keypairs.get_keypair(conn, ctx.user_id or "", server["key_name"])).public_key
             except NotFound:
                 raise BadRequest(f"Invalid key_name provided: {server['key_name']}.") from None
+        if (requested_host or requested_node) and not force_host:
+            force_host = await _requested_destination(conn, requested_host, requested_node)
         if az and az not in {
             s.availability_zone or settings.availability_zone
             for s in await hosts.list_services(conn, binary=hosts.COMPUTE_BINARY)
