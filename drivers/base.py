@@ -17,6 +17,12 @@ Contracts common to all methods:
   can read; the agent records it as the instance's fault.
 * Cleanup duty is stated per method: when a method raises, it must leave nothing
   behind that a later :meth:`ComputeDriver.destroy` could not remove.
+* The instance's definition is the database's, not the hypervisor's: every operation
+  gets the same :class:`Instance` payload :meth:`ComputeDriver.spawn` got. A hypervisor
+  can lose a guest (the fake driver's live in memory; a libvirt domain can be undefined
+  behind novalite's back), so :meth:`ComputeDriver.reboot` with ``hard=True`` and
+  :meth:`ComputeDriver.power_on` recreate a missing guest from that payload, as Nova's
+  hard reboot does, keeping the disks that still exist.
 
 Optional capabilities (pause, suspend, consoles) have defaults that raise
 :class:`NotSupported`, so a minimal driver implements only what its hypervisor can do.
@@ -239,11 +245,27 @@ class ComputeDriver:
         raise NotImplementedError
 
     async def power_on(self, instance: Instance) -> None:
-        """Start a guest that is shut off. Starting a running guest succeeds."""
+        """Start a guest that is shut off. Starting a running guest succeeds.
+
+        A guest the hypervisor no longer has is recreated from ``instance`` exactly as
+        :meth:`reboot` with ``hard=True`` does (Nova's libvirt driver powers on by hard
+        rebooting, so that a start repairs whatever a hard reboot repairs). A driver that
+        cannot recreate it raises :class:`InstanceNotFound` with a message saying so;
+        never "succeed" leaving the guest absent.
+        """
         raise NotImplementedError
 
     async def reboot(self, instance: Instance, hard: bool = False) -> None:
-        """Reboot: soft asks the guest (falling back to hard if it ignores it), hard resets it."""
+        """Reboot: soft asks the guest (falling back to hard if it ignores it), hard resets it.
+
+        Hard reboot is the repair of last resort (Nova's ``_hard_reboot``): it also starts a
+        guest that is shut off, paused or suspended, and a guest the hypervisor lost is
+        recreated from ``instance`` (the payload :meth:`spawn` gets) and started, reusing
+        its disks where they still exist and creating only what is missing. Soft reboot of a
+        missing guest raises :class:`InstanceNotFound`.
+        Cleanup duty: if recreating fails, the driver removes what it defined for the guest
+        but keeps the existing disks (they hold the user's data); :meth:`destroy` removes them.
+        """
         raise NotImplementedError
 
     async def get_power_state(self, instance: Instance) -> PowerState:

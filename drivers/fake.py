@@ -13,6 +13,10 @@ Options (the ``[driver.fake]`` config section, or ``novalite serve --fake-*``):
 ``fail``
     ``{"spawn": "message", ...}``: operations that raise :class:`DriverError`.
     ``fail_name_prefix`` restricts failures to instances whose hostname starts with it.
+
+Guests live only as long as the driver object: a restarted agent (a new driver) has
+none. A hard reboot or a power on recreates a lost guest from the instance's definition
+(the contract of :meth:`ComputeDriver.reboot`), so a restart is repaired as on a real host.
 """
 
 from __future__ import annotations
@@ -90,12 +94,17 @@ class FakeDriver(ComputeDriver):
         if self.boot_delay:
             await asyncio.sleep(self.boot_delay)
         self._maybe_fail("spawn", instance)  # nothing was created yet: no cleanup to do
+        self._boot(instance, "booting")
+
+    def _boot(self, instance: Instance, how: str) -> FakeGuest:
+        """Create the guest from the instance's definition, running (spawn, or a recreate)."""
         guest = FakeGuest(instance)
-        guest.log(f"novalite fake guest {instance.hostname or instance.name} booting")
+        guest.log(f"novalite fake guest {instance.hostname or instance.name} {how}")
         for port in instance.ports:
             guest.log(f"eth: {port.mac} ip {port.ip}")
         guest.log("login:")
         self.guests[instance.uuid] = guest
+        return guest
 
     async def destroy(self, instance: Instance) -> None:
         self._maybe_fail("destroy", instance)
@@ -108,12 +117,23 @@ class FakeDriver(ComputeDriver):
         guest.log("power off")
 
     async def power_on(self, instance: Instance) -> None:
+        # Like Nova's libvirt driver, power on is a hard reboot: a lost guest is recreated.
+        if instance.uuid not in self.guests:
+            self._maybe_fail("power_on", instance)
+            self._boot(instance, "recreated from its definition and booting (power on)")
+            return
         guest = self._guest(instance)
         self._maybe_fail("power_on", instance)
         guest.state = PowerState.RUNNING
         guest.log("power on")
 
     async def reboot(self, instance: Instance, hard: bool = False) -> None:
+        if hard and instance.uuid not in self.guests:
+            # The guest was lost (a restart of this driver forgets every guest): a hard
+            # reboot recreates it from the instance's definition, as Nova's does.
+            self._maybe_fail("reboot", instance)
+            self._boot(instance, "recreated from its definition and booting (hard reboot)")
+            return
         guest = self._guest(instance)
         self._maybe_fail("reboot", instance)
         guest.state = PowerState.RUNNING

@@ -79,6 +79,41 @@ class Settings(BaseSettings):
         "and kept in <state_dir>/clouds.yaml (mode 0600).",
     )
     token_ttl: int = Field(default=3600, gt=0, description="Lifetime of a Keystone token, in seconds.")
+    lockout_failure_attempts: int = Field(
+        default=10,
+        ge=0,
+        description="Consecutive failed password logins after which a user is locked out for lockout_duration "
+        "(Keystone's [security_compliance] lockout_failure_attempts); 0 disables the lockout. Keystone leaves it "
+        "off by default; novalite turns it on because an edge cloud's API is often reachable from networks the "
+        "operator does not control, and 10 tries every 5 minutes makes online guessing hopeless while a user "
+        "who mistypes is only delayed. A successful login resets the count; so does an admin re-enabling the "
+        "user or setting a new password.",
+    )
+    lockout_duration: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds a locked-out user stays locked, counted from the last failed login (Keystone's "
+        'lockout_duration); while locked every login is answered 401 "The account is locked for user: <id>." '
+        "without checking the password. 0: locked until an admin re-enables the user or sets a new password.",
+    )
+    password_check_concurrency: int = Field(
+        default=2,
+        gt=0,
+        description="Password hashes (Argon2: ~50 ms of CPU and 64 MiB each) an API process computes at once "
+        "for logins; more logins wait in a short queue, so a flood of logins cannot take every CPU and thread.",
+    )
+    password_check_queue: int = Field(
+        default=16,
+        ge=0,
+        description="Logins that may wait for a password check beyond password_check_concurrency; any more are "
+        "answered 429 Too Many Requests with Retry-After at once, without hashing.",
+    )
+    password_check_queue_per_user: int = Field(
+        default=4,
+        ge=0,
+        description="Of password_check_queue, how many logins of one user (or one unknown user name) may wait; "
+        "waiting users take turns, so a flood against one account leaves the others' logins unhindered.",
+    )
     max_request_body_size: int = Field(
         default=114688,
         gt=0,
@@ -145,6 +180,19 @@ class Settings(BaseSettings):
     )
     cpu_weight_multiplier: float = Field(default=1.0, description="Weigher multiplier of free vCPUs (see above).")
     disk_weight_multiplier: float = Field(default=1.0, description="Weigher multiplier of free disk (see above).")
+    scheduler_host_subset_size: int = Field(
+        default=1,
+        ge=1,
+        description="The scheduler picks at random among this many best-weighed hosts (Nova's "
+        "[filter_scheduler]host_subset_size; 1 = always the best). More spreads concurrent schedulers further "
+        "apart at the cost of less optimal choices.",
+    )
+    shuffle_best_same_weighed_hosts: bool = Field(
+        default=True,
+        description="Break ties between equally weighed best hosts at random instead of by database row order "
+        "(Nova's [filter_scheduler] option, whose default there is false; true here because lab and edge hosts "
+        "are often identical, and row order piled concurrent requests onto the first host).",
+    )
     quota_instances: int = Field(
         default=10,
         ge=-1,

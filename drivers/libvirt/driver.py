@@ -36,6 +36,12 @@ Soft reboot: ``virDomainReboot`` (ACPI power button with QEMU: the guest shuts d
 QEMU resets it instead of exiting). The driver waits for libvirt's REBOOT event (or a
 STARTED lifecycle event) for ``reboot_timeout`` seconds; if none comes, the guest ignored
 the request and the driver reboots hard (destroy + start).
+
+Hard reboot and power on of an instance whose domain is gone (undefined behind novalite's
+back) redefine it from the instance, as Nova's ``_hard_reboot`` does: spawn's build path,
+keeping the disks, config drive and kernel copies found in ``<uuid>/`` and creating only
+what is missing (a missing root disk needs the image file; without it the driver refuses
+rather than boot a blank disk).
 """
 
 from __future__ import annotations
@@ -539,18 +545,38 @@ class LibvirtDriver(ComputeDriver):
         if cancelled.is_set():
             raise DriverError("spawn was cancelled")
 
-    def _build(self, instance: Instance, conn: Any, cancelled: threading.Event) -> None:
+    def _build(self, instance: Instance, conn: Any, cancelled: threading.Event, reuse: bool = False) -> None:
+        """Create the instance's files, define its domain and start it.
+
+        ``reuse`` is the hard reboot of a guest whose domain is gone (Nova's ``_hard_reboot``
+        regenerates the domain from the instance): the files that exist (disks, the config
+        drive, the kernel and ramdisk copies) are the guest's and are kept; only what is
+        missing is created, as spawn would. Without it (spawn), a directory left by a crash is
+        removed first: nothing in it belongs to a live guest.
+        """
         idir = self._instance_dir(instance.uuid)
-        if os.path.exists(idir):  # left by a crash: nothing in it belongs to a live guest
+        if not reuse and os.path.exists(idir):
             shutil.rmtree(idir)
-        os.makedirs(idir, mode=0o755)
+        os.makedirs(idir, mode=0o755, exist_ok=reuse)
         os.chmod(idir, 0o755)  # qemu runs as another user and must reach the files
         image = instance.image
         disks: list[DiskSpec] = []
         letters = iter("abcdefghijklmnopqrstuvwxyz")
 
+        def kept(path: str) -> bool:
+            return reuse and os.path.exists(path)
+
         root = os.path.join(idir, "disk")
-        if image is not None and image.path:
+        kernel_copy = os.path.join(idir, "kernel")
+        if kept(root):
+            disks.append(DiskSpec(root, "vd" + next(letters)))
+        elif reuse and image is not None and not (image.path or image.kernel_path or kept(kernel_copy)):
+            # A blank disk would be a new, empty guest, not this one.
+            raise DriverError(
+                f"the root disk of instance {instance.uuid} is gone and its image is not on this host:"
+                " it cannot be recreated"
+            )
+        elif image is not None and image.path:
             base, fmt, virtual_size = self._cached_base(image)
             _run("qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", base, root)
             want = instance.root_gb * GiB
@@ -565,26 +591,34 @@ class LibvirtDriver(ComputeDriver):
         elif instance.root_gb:
             _run("qemu-img", "create", "-q", "-f", "qcow2", root, f"{instance.root_gb}G")
             disks.append(DiskSpec(root, "vd" + next(letters)))
-        elif image is None or not image.kernel_path:
+        elif (image is None or not image.kernel_path) and not kept(kernel_copy):
             raise DriverError("nothing to boot: the instance has no image and no root disk")
         if instance.ephemeral_gb:
             eph = os.path.join(idir, "disk.eph0")
-            _run("qemu-img", "create", "-q", "-f", "qcow2", eph, f"{instance.ephemeral_gb}G")
+            if not kept(eph):
+                _run("qemu-img", "create", "-q", "-f", "qcow2", eph, f"{instance.ephemeral_gb}G")
             disks.append(DiskSpec(eph, "vd" + next(letters)))
         self._check_cancelled(cancelled)
 
         kernel = initrd = cmdline = None
-        if image is not None and image.kernel_path:
-            kernel = os.path.join(idir, "kernel")
-            shutil.copyfile(image.kernel_path, kernel)
-            if image.ramdisk_path:
-                initrd = os.path.join(idir, "ramdisk")
+        if kept(kernel_copy) or (image is not None and image.kernel_path):
+            kernel = kernel_copy
+            if not kept(kernel_copy):
+                assert image is not None and image.kernel_path
+                shutil.copyfile(image.kernel_path, kernel)
+            ramdisk_copy = os.path.join(idir, "ramdisk")
+            if kept(ramdisk_copy):
+                initrd = ramdisk_copy
+            elif image is not None and image.ramdisk_path:
+                initrd = ramdisk_copy
                 shutil.copyfile(image.ramdisk_path, initrd)
-            cmdline = str(image.properties.get("os_command_line") or "root=/dev/vda console=tty0 console=ttyS0")
+            props = image.properties if image is not None else {}
+            cmdline = str(props.get("os_command_line") or "root=/dev/vda console=tty0 console=ttyS0")
 
         if instance.config_drive or self.force_config_drive:
             iso = os.path.join(idir, "disk.config")
-            configdrive.build_config_drive(instance, iso)
+            if not kept(iso):
+                configdrive.build_config_drive(instance, iso)
             disks.append(DiskSpec(iso, "hda", bus="ide", device="cdrom", format="raw", readonly=True))
         self._check_cancelled(cancelled)
 
@@ -796,7 +830,11 @@ class LibvirtDriver(ComputeDriver):
     async def power_on(self, instance: Instance) -> None:
         async with self._operation(instance):
             what = f"cannot power on instance {instance.uuid}"
-            dom = await self._call(what, self._lookup, instance.uuid)
+            dom = await self._call(what, self._find, instance.uuid)
+            if dom is None:
+                # Nova powers on by hard rebooting: a lost domain is redefined, not an error.
+                await self._call(what, self._recreate_sync, instance)
+                return
             if await self._call(what, dom.isActive):
                 return
             await self._call(what, dom.create)
@@ -804,7 +842,12 @@ class LibvirtDriver(ComputeDriver):
     async def reboot(self, instance: Instance, hard: bool = False) -> None:
         async with self._operation(instance):
             what = f"cannot reboot instance {instance.uuid}"
-            dom = await self._call(what, self._lookup, instance.uuid)
+            dom = await self._call(what, self._find, instance.uuid)
+            if dom is None:
+                if not hard:
+                    raise InstanceNotFound(f"no libvirt domain for instance {instance.uuid} on {self.host}")
+                await self._call(what, self._recreate_sync, instance)
+                return
             if not hard:
                 state, _ = await self._call(what, dom.state)
                 if state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED):
@@ -829,6 +872,45 @@ class LibvirtDriver(ComputeDriver):
             return True
         finally:
             self._reboot_waiters.pop(instance.uuid, None)
+
+    def _find(self, uuid: str) -> Any:
+        """The domain of ``uuid``, or None if libvirt has none (other lookup errors raise)."""
+        try:
+            return self._lookup(uuid)
+        except InstanceNotFound:
+            return None
+
+    def _recreate_sync(self, instance: Instance) -> None:
+        """Define and start the domain of an instance libvirt lost, from the instance itself.
+
+        Nova's ``_hard_reboot`` regenerates the domain XML from the instance and keeps its
+        disks; so does this: the build path of spawn with the existing files reused. Refused
+        (InstanceNotFound) when nothing of the guest is on this host and there is no image file
+        to build it from. On failure the new definition is removed; the disks stay.
+        """
+        idir = self._instance_dir(instance.uuid)
+        image = instance.image
+        if not os.path.isdir(idir) and not (image is not None and (image.path or image.kernel_path)):
+            raise InstanceNotFound(
+                f"no libvirt domain for instance {instance.uuid} on {self.host}, and neither its disks"
+                " nor its image are here to recreate it from"
+            )
+        LOG.warning("instance %s has no domain on %s: recreating it from its definition", instance.uuid, self.host)
+        conn = self._connection()
+        try:
+            self._build(instance, conn, threading.Event(), reuse=True)
+        except BaseException as exc:
+            try:
+                dom = conn.lookupByUUIDString(instance.uuid)
+            except libvirt.libvirtError:
+                dom = None
+            if dom is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    self._hard_stop(dom)
+                    self._undefine(dom)
+            if isinstance(exc, Exception):
+                raise _translate(exc, f"cannot recreate instance {instance.uuid}") from None
+            raise
 
     def _hard_reboot_sync(self, dom: Any) -> None:
         # destroy + start, not virDomainReset: a fresh QEMU process fixes more, and it also

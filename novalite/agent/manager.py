@@ -39,6 +39,8 @@ BINARY = "nova-compute"
 BUILD_EVENT = "compute__do_build_and_run_instance"
 #: How many heartbeats pass between two resource reports.
 RESOURCE_REPORT_EVERY = 6
+#: How often the agent tries to report an operation's outcome (the report ends its task state).
+OUTCOME_REPORT_ATTEMPTS = 5
 
 
 
@@ -248,35 +250,111 @@ class ComputeAgent:
         event: str,
         work: Callable[[Instance], Awaitable[None]],
         vm_state: str,
+        failed_vm_state: Callable[[int | None], str | None] | None = None,
     ) -> bool:
         """Run ``work`` under the instance's lock; report the result with its action event.
 
         On success the instance takes ``vm_state``; either way its power state is what the
         hypervisor says afterwards, not what the operation was supposed to achieve.
+
+        On failure (Nova's ``reverts_task_state`` + ``wrap_instance_fault`` +
+        ``wrap_instance_event``): the task state is cleared, an instance fault is added and
+        the action event is Error with the traceback. The vm_state stays, unless
+        ``failed_vm_state`` (given the power state found afterwards, None if unknown) names
+        another one, as Nova's reboot puts a guest that is not running in ERROR. Whatever
+        fails — the driver, or reading the instance — ends the task: nothing is left in a
+        task state for the next agent start to clean up.
         """
         uuid = instance["uuid"]
         started = now_iso()
         t0 = time.perf_counter()
         async with self._lock(uuid):
-            inst = Instance.from_dict(instance)
+            inst: Instance | None = None
             try:
+                inst = Instance.from_dict(instance)
                 await work(inst)
             except Exception as exc:
                 message = str(exc) if isinstance(exc, DriverError) else f"{type(exc).__name__}: {exc}"
                 log.warning("compute.operation_failed", instance=uuid, action_event=event, error=message)
                 values: dict[str, Any] = {"task_state": None}
-                with contextlib.suppress(DriverError):
-                    values["power_state"] = int(await self.driver.get_power_state(inst))
-                await self._record(ctx, uuid, event, started, values, exc, finish_action=True, fault=message)
+                power = await self._power_after(inst)
+                if power is not None:
+                    values["power_state"] = power
+                new_state = failed_vm_state(power) if failed_vm_state is not None else None
+                if new_state is not None:
+                    values["vm_state"] = new_state
+                await self._record_outcome(ctx, uuid, event, started, values, exc, fault=message)
                 return False
             values = {"vm_state": vm_state, "task_state": None, "power_state": int(PowerState.NOSTATE)}
             with contextlib.suppress(DriverError):
                 values["power_state"] = int(await self.driver.get_power_state(inst))
-            await self._record(ctx, uuid, event, started, values, finish_action=True)
+            await self._record_outcome(ctx, uuid, event, started, values)
         log.info(
             "compute.operation_done", instance=uuid, action_event=event, ms=round((time.perf_counter() - t0) * 1000, 1)
         )
         return True
+
+    async def _power_after(self, inst: Instance | None) -> int | None:
+        """The guest's power state after a failed operation: NOSTATE if the hypervisor has no
+        guest (the database must not keep saying RUNNING), None if it cannot tell."""
+        if inst is None:
+            return None
+        try:
+            return int(await self.driver.get_power_state(inst))
+        except InstanceNotFound:
+            return int(PowerState.NOSTATE)
+        except Exception:
+            return None
+
+    async def _record_outcome(
+        self,
+        ctx: RequestContext,
+        uuid: str,
+        event: str,
+        started: str,
+        values: dict[str, Any],
+        error: BaseException | None = None,
+        fault: str | None = None,
+    ) -> None:
+        """Report an operation's end, retrying while the conductor is unreachable: this
+        report is what clears the task state, so giving up at once would leave the server
+        in its task state until the agent restarts."""
+        delay = 0.5
+        for attempt in range(1, OUTCOME_REPORT_ATTEMPTS + 1):
+            try:
+                await self._record(ctx, uuid, event, started, values, error, finish_action=True, fault=fault)
+                return
+            except BusError as exc:
+                if attempt == OUTCOME_REPORT_ATTEMPTS:
+                    log.error("compute.outcome_report_lost", instance=uuid, action_event=event, error=str(exc))
+                    return
+                log.warning("compute.outcome_report_retry", instance=uuid, error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _prepare_recreate(self, ctx: RequestContext, instance: dict[str, Any]) -> Instance:
+        """The instance for an operation that recreates a lost guest (hard reboot, start).
+
+        A driver that boots from local image files needs them to rebuild a missing root
+        disk: fetch them (cached) only when the hypervisor lacks the guest. Best effort:
+        the guest's disks may still be there, and the driver says clearly if it cannot
+        recreate the guest without the image.
+        """
+        inst = Instance.from_dict(instance)
+        if not (self.driver.needs_image_file and inst.image is not None):
+            return inst
+        try:
+            await self.driver.get_power_state(inst)
+            return inst
+        except InstanceNotFound:
+            pass
+        except DriverError:
+            return inst
+        try:
+            await self.prepare_image(ctx, inst)
+        except Exception as exc:
+            log.warning("compute.recreate_image_unavailable", instance=inst.uuid, error=repr(exc))
+        return inst
 
     async def build_and_run_instance(
         self, ctx: RequestContext, instance: dict[str, Any], request_spec: dict[str, Any] | None = None
@@ -325,11 +403,29 @@ class ComputeAgent:
         await self._operate(ctx, instance, "compute_stop_instance", work, states.STOPPED)
 
     async def start_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
-        await self._operate(ctx, instance, "compute_start_instance", self.driver.power_on, states.ACTIVE)
+        """Power on; a guest the hypervisor lost is recreated (the driver's contract, Nova's
+        libvirt behaviour), so a start after a host restart brings the server back."""
+
+        async def work(_inst: Instance) -> None:
+            await self.driver.power_on(await self._prepare_recreate(ctx, instance))
+
+        await self._operate(ctx, instance, "compute_start_instance", work, states.ACTIVE)
 
     async def reboot_instance(self, ctx: RequestContext, instance: dict[str, Any], reboot_type: str = "SOFT") -> None:
-        work = functools.partial(self.driver.reboot, hard=reboot_type.upper() == "HARD")
-        await self._operate(ctx, instance, "compute_reboot_instance", work, states.ACTIVE)
+        """Reboot; HARD recreates a lost guest from the instance's definition (Nova's
+        ``_hard_reboot``). A failed reboot leaves a guest that still runs ACTIVE (with the
+        fault), any other in ERROR, as Nova's ``reboot_instance`` does."""
+        hard = reboot_type.upper() == "HARD"
+
+        async def work(inst: Instance) -> None:
+            if hard:
+                inst = await self._prepare_recreate(ctx, instance)
+            await self.driver.reboot(inst, hard=hard)
+
+        def failed(power: int | None) -> str | None:
+            return None if power == int(PowerState.RUNNING) else states.ERROR
+
+        await self._operate(ctx, instance, "compute_reboot_instance", work, states.ACTIVE, failed)
 
     async def pause_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
         await self._operate(ctx, instance, "compute_pause_instance", self.driver.pause, states.PAUSED)

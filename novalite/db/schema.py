@@ -74,6 +74,11 @@ users = Table(
     Column("description", Text),
     Column("enabled", Boolean, nullable=False, server_default="1"),
     ts("created_at", False),
+    # Consecutive failed password logins and the time of the last one (as Keystone's
+    # ``failed_auth_count``/``failed_auth_at``): in the database, so every API process
+    # sharing it enforces the same lockout. A successful login resets both.
+    Column("failed_auth_count", Integer, nullable=False, server_default="0"),
+    ts("failed_auth_at"),
     UniqueConstraint("domain_id", "name"),
 )
 

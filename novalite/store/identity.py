@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 import sqlalchemy as sa
@@ -223,13 +224,17 @@ async def create_user(
 async def update_user(conn: Connection, user: sa.Row[Any], changes: UserChanges) -> sa.Row[Any]:
     """Apply ``changes`` to ``user`` (read in this transaction); Conflict if the new name is taken.
 
-    A new password ends every session made with the old one.
+    A new password ends every session made with the old one. Enabling the user or
+    setting a password unlocks a locked-out user (as Keystone's ``enabled`` setter does):
+    that is how an admin lifts a lockout early.
     """
     values: dict[str, Any] = dict(changes)
     if values.get("name", user.name) == user.name:
         values.pop("name", None)
     elif await find_user(conn, values["name"], user.domain_id) is not None:
         raise duplicate("user", values["name"], user.domain_id)
+    if values.get("enabled") or "password_hash" in values:
+        values.update(_UNLOCKED)
     if values:
         update = t.users.update().where(t.users.c.id == user.id).values(**values)
         await _write_unique(conn, update, duplicate("user", values.get("name", ""), DEFAULT_DOMAIN_ID))
@@ -239,9 +244,51 @@ async def update_user(conn: Connection, user: sa.Row[Any], changes: UserChanges)
 
 
 async def replace_password(conn: Connection, user_id: str, password_hash: str) -> None:
-    """A user's new password (already hashed); their tokens are revoked with the old one."""
-    await conn.execute(t.users.update().where(t.users.c.id == user_id).values(password_hash=password_hash))
+    """A user's new password (already hashed); their tokens are revoked with the old one, the lockout lifted."""
+    await conn.execute(t.users.update().where(t.users.c.id == user_id).values(password_hash=password_hash, **_UNLOCKED))
     await revoke_user_tokens(conn, user_id)
+
+
+# -- failed logins (the lockout) -----------------------------------------------------------
+# Kept in the users table, not in memory: every API process sharing the database counts
+# the same failures, so spreading guesses over processes gains an attacker nothing.
+
+#: The column values of a user with no failed login since the last success.
+_UNLOCKED: dict[str, Any] = {"failed_auth_count": 0, "failed_auth_at": None}
+
+
+async def failed_auth(conn: Connection, user_id: str) -> tuple[int, datetime | None]:
+    """(consecutive failed logins, time of the last one) as stored now; (0, None) for no such user."""
+    row = (
+        await conn.execute(
+            sa.select(t.users.c.failed_auth_count, t.users.c.failed_auth_at).where(t.users.c.id == user_id)
+        )
+    ).first()
+    return (row.failed_auth_count, row.failed_auth_at) if row is not None else (0, None)
+
+
+async def record_failed_auth(conn: Connection, user_id: str, *, attempts: int, duration: float) -> None:
+    """Count one more failed login, atomically (concurrent failures in other processes all count).
+
+    A lockout that has run out starts the count afresh (Keystone resets it when the
+    locked user next tries), so one more typo after the lockout does not lock again.
+    """
+    now = utcnow()
+    users = t.users
+    count: Any = users.c.failed_auth_count + 1
+    if attempts and duration:
+        expired = sa.and_(
+            users.c.failed_auth_count >= attempts,
+            users.c.failed_auth_at <= now - timedelta(seconds=duration),
+        )
+        count = sa.case((expired, 1), else_=count)
+    await conn.execute(users.update().where(users.c.id == user_id).values(failed_auth_count=count, failed_auth_at=now))
+
+
+async def reset_failed_auth(conn: Connection, user_id: str) -> None:
+    """A successful login clears the count (writing only if there is one to clear)."""
+    users = t.users
+    await conn.execute(users.update().where(users.c.id == user_id, users.c.failed_auth_count > 0).values(**_UNLOCKED))
 
 
 async def delete_user(conn: Connection, user_id: str) -> None:
@@ -432,7 +479,9 @@ async def bootstrap_identity(conn: Connection, admin_password: str = "") -> str 
 
 
 async def set_password(conn: Connection, user_name: str, password: str) -> None:
-    """The operator's reset (``novalite`` CLI): hash and store, by user name."""
+    """The operator's reset (``novalite`` CLI): hash and store, by user name; lifts a lockout too."""
     await conn.execute(
-        t.users.update().where(t.users.c.name == user_name).values(password_hash=await hash_password(password))
+        t.users.update()
+        .where(t.users.c.name == user_name)
+        .values(password_hash=await hash_password(password), **_UNLOCKED)
     )

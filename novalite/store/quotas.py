@@ -2,18 +2,21 @@
 
 Usage is counted from the records themselves, as Nova does since Pike: instances,
 cores and RAM from the project's non-deleted instances, key pairs per user. There are
-no reservations; :func:`check_quota` is called inside the transaction that creates
-the instances.
+no reservations: the check runs inside the transaction that creates the instances, after
+:func:`lock_project_usage`, so that two creates of one project cannot both count the
+same usage and together go over the limit (issue 9, defect 10).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import sqlalchemy as sa
 
 from novalite.db import Connection
 from novalite.db import schema as t
+from novalite.db.engine import InlineConnection
 from novalite.errors import QuotaExceeded
 from novalite.store.keypairs import count_keypairs
 
@@ -41,6 +44,51 @@ REMOVED_2_36 = ("fixed_ips", "floating_ips", "security_group_rules", "security_g
 REMOVED_2_57 = (*REMOVED_2_36, "injected_files", "injected_file_content_bytes", "injected_file_path_bytes")
 
 UNLIMITED = -1
+
+#: First key of the PostgreSQL transaction-level advisory locks that serialize the quota
+#: check and insert of one project ("NLQT"); the second key is the project's hash. The
+#: two-integer key space never meets the one-bigint start-up lock of ``novalite.db.migrate``.
+QUOTA_LOCK_CLASS = 0x4E4C5154
+
+
+def _project_lock_key(project_id: str) -> int:
+    """A stable signed 32-bit key for the project (the same in every process, unlike ``hash()``).
+
+    Two projects that share a key only wait for each other's creates: never a wrong answer.
+    """
+    digest = hashlib.blake2b(project_id.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+async def lock_project_usage(conn: Connection, project_id: str) -> None:
+    """Hold the project's quota lock until ``conn``'s transaction ends; call it before reading usage.
+
+    Why: usage is counted from the instance rows, so a check-then-insert lets concurrent creates
+    (from any number of API processes) all see the same usage and all pass — 18 servers were
+    accepted at a quota of 5. Whoever holds this lock has the project's usage to itself until it
+    commits its inserts or rolls back; the next create then counts them.
+
+    PostgreSQL: ``pg_advisory_xact_lock`` rather than ``SELECT ... FOR UPDATE`` on the project's
+    row, because it needs no row (a project id with no ``projects`` row is still serialized) and
+    holds no row lock that another writer of ``projects`` could meet in the other order. It is
+    released by COMMIT or ROLLBACK, so no path can leak it. The usage query that follows sees the
+    other creates' commits because the transaction is READ COMMITTED (each statement takes a new
+    snapshot); under REPEATABLE READ it would not.
+
+    Deadlocks: it is the only lock a create takes before its inserts (everything it runs before is
+    a plain read), and no transaction takes it while holding row locks, so the order is always
+    "quota lock, then rows".
+
+    SQLite: nothing to do. The engine runs every transaction of the process on one connection
+    behind an asyncio lock held from BEGIN to COMMIT (``novalite.db.engine``), so a check and its
+    insert are never interleaved with another transaction, and SQLite is one process's database.
+    """
+    if isinstance(conn, InlineConnection):
+        return
+    await conn.execute(
+        sa.text("SELECT pg_advisory_xact_lock(:cls, :key)"),
+        {"cls": QUOTA_LOCK_CLASS, "key": _project_lock_key(project_id)},
+    )
 
 
 def default_limits(settings: Any) -> dict[str, int]:
@@ -146,7 +194,12 @@ def instances_that_fit(limits: dict[str, int], usage: dict[str, int], vcpus: int
 
 
 async def check_quota(conn: Connection, settings: Any, project_id: str, instances: int, cores: int, ram: int) -> None:
-    """Raise :class:`QuotaExceeded` unless the project can add these resources."""
+    """Raise :class:`QuotaExceeded` unless the project can add these resources.
+
+    Takes the project's quota lock first: the caller inserts what it checked in the same
+    transaction, and no other create of the project counts usage until that commits.
+    """
+    await lock_project_usage(conn, project_id)
     limits = await limits_for(conn, settings, project_id)
     usage = await usage_for(conn, project_id)
     error = quota_overs(limits, usage, {"instances": instances, "cores": cores, "ram": ram})

@@ -24,7 +24,7 @@ from novalite.errors import Invalid, NotFound, QuotaExceeded
 from novalite.servicegroup import is_up
 from novalite.store import actions, hosts, placement
 from novalite.store.network import allocate_port
-from novalite.store.quotas import instances_that_fit, limits_for, quota_overs, usage_for
+from novalite.store.quotas import instances_that_fit, limits_for, lock_project_usage, quota_overs, usage_for
 from novalite.timeutil import utcnow
 
 
@@ -187,7 +187,12 @@ async def instances_allowed(
 
     One limits and one usage query, whatever the counts: the answer is computed from the headroom,
     never found by trying smaller counts (which stalled the API for a huge ``max_count``).
+
+    Takes the project's quota lock first (:func:`~novalite.store.quotas.lock_project_usage`), held
+    until the caller's transaction ends: the caller must create the instances in that same
+    transaction, so concurrent creates of one project, from any API process, never both pass.
     """
+    await lock_project_usage(conn, project_id)
     limits = await limits_for(conn, settings, project_id)
     usage = await usage_for(conn, project_id)
     vcpus, memory_mb = int(flavor["vcpus"]), int(flavor["memory_mb"])

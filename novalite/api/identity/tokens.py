@@ -2,27 +2,68 @@
 
 Every authentication failure is the same 401 with Keystone's generic message, so the
 API does not tell an attacker whether the user, the password or the project was wrong.
+The exception is Keystone's own: a locked-out user is told so ("The account is locked
+for user: <id>."), without the password being checked.
+
+Password logins are the one unauthenticated request that costs real CPU (an Argon2
+check), so they pass a per-process :class:`~novalite.identity.throttle.HashGate`: a
+bounded number of checks at once, a short queue served user by user, and 429 with
+``Retry-After`` for the rest, answered at once without hashing.
 """
 
 from __future__ import annotations
 
+import weakref
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
-from novalite.api.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from novalite.api.errors import ApiError, BadRequest, Forbidden, NotFound, Unauthorized
 from novalite.api.http import json_response, read_json, runtime
 from novalite.api.identity.common import collection_links, enforce, token_info, validate
 from novalite.api.identity.projects import project_view
 from novalite.identity.catalog import token_catalog
 from novalite.identity.passwords import burn_verify, verify_password
+from novalite.identity.throttle import Busy, HashGate, locked_out
 from novalite.store import identity as store
 from novalite.store.tokens import TokenInfo, issue_token, project_roles, revoke_token, validate_token
+from novalite.timeutil import utcnow
 
 routes = web.RouteTableDef()
 
 AUTH_FAILED = "The request you have made requires authentication."
+
+#: One gate per identity application, i.e. per API server (its CPU and threads are what it protects).
+_gates: weakref.WeakKeyDictionary[web.Application, HashGate] = weakref.WeakKeyDictionary()
+
+
+def account_locked(user_id: str) -> Unauthorized:
+    """Keystone's ``AccountLocked``: a 401 that says why, so the user knows to wait rather than retype."""
+    return Unauthorized(f"The account is locked for user: {user_id}.")
+
+
+def too_many_logins(retry_after: int) -> ApiError:
+    """429 in Keystone's error format, with ``Retry-After`` (whole seconds) for the client."""
+    return ApiError(
+        f"Too many logins are waiting for a password check; retry after {retry_after} seconds.",
+        429,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def hash_gate(request: web.Request) -> HashGate:
+    """This API server's gate, sized from the settings on first use."""
+    gate = _gates.get(request.app)
+    if gate is None:
+        settings = runtime(request).settings
+        gate = _gates[request.app] = HashGate(
+            settings.password_check_concurrency,
+            settings.password_check_queue,
+            settings.password_check_queue_per_user,
+        )
+    return gate
+
 
 _domain_ref = {
     "type": "object",
@@ -118,12 +159,55 @@ async def _password_user(request: web.Request, ref: dict[str, Any]) -> Any:
             user = await store.find_user(conn, user_ref["name"], domain_id) if domain_id else None
         else:
             raise BadRequest("Invalid input for field 'identity/password/user': either 'id' or 'name' is required")
-    # Verify with the connection released: argon2 takes tens of milliseconds.
-    if user is None:
-        await burn_verify(user_ref["password"])
+    return await _check_password(request, user, user_ref)
+
+
+async def _check_password(request: web.Request, user: Any, user_ref: dict[str, Any]) -> Any:
+    """Check ``user``'s password (None: an unknown user) through the gate, counting failures.
+
+    Keystone's order: a locked-out user is refused before the password is looked at,
+    a wrong password counts one failure, a disabled user is refused after it, and a
+    success clears the count.
+    """
+    rt = runtime(request)
+    attempts, duration = rt.settings.lockout_failure_attempts, rt.settings.lockout_duration
+
+    def is_locked(count: int, at: datetime | None) -> bool:
+        return locked_out(count, at, attempts=attempts, duration=duration, now=utcnow())
+
+    # A locked-out user is answered at once: checking the lock costs no hash.
+    if user is not None and is_locked(user.failed_auth_count, user.failed_auth_at):
+        raise account_locked(user.id)
+    # Unknown names wait under a key of their own: a flood of made-up names is bounded too.
+    key = user.id if user is not None else f"?{user_ref.get('id')}|{user_ref.get('domain')!r}|{user_ref.get('name')}"
+    failures: int = user.failed_auth_count if user is not None else 0
+    try:
+        async with hash_gate(request).slot(key):
+            # Verify with the connection released: argon2 takes tens of milliseconds.
+            if user is None:
+                await burn_verify(user_ref["password"])
+                raise Unauthorized(AUTH_FAILED)
+            if attempts:
+                # Failures recorded while this login waited (here or in another process)
+                # may have locked the user meanwhile: then no hash is spent on it.
+                async with rt.db.connect() as conn:
+                    failures, last = await store.failed_auth(conn, user.id)
+                if is_locked(failures, last):
+                    raise account_locked(user.id)
+            good = await verify_password(user.password_hash, user_ref["password"])
+            if not good and attempts:
+                # Counted before the slot passes on, so the next waiter's check above sees it.
+                async with rt.db.begin() as conn:
+                    await store.record_failed_auth(conn, user.id, attempts=attempts, duration=duration)
+    except Busy as busy:
+        raise too_many_logins(busy.retry_after) from None
+    if not good:
         raise Unauthorized(AUTH_FAILED)
-    if not await verify_password(user.password_hash, user_ref["password"]) or not user.enabled:
+    if not user.enabled:
         raise Unauthorized(AUTH_FAILED)
+    if failures:
+        async with rt.db.begin() as conn:
+            await store.reset_failed_auth(conn, user.id)
     return user
 
 
