@@ -11,11 +11,19 @@ Starts ``novalite serve`` as a subprocess on a fresh state dir (SQLite by defaul
 
 It prints servers/s to all ACTIVE, create→ACTIVE p50/p95 (from the client's send time to
 the server's ``OS-SRV-USG:launched_at``), /servers/detail p50, delete throughput, and
-the server process's CPU seconds per boot. Nothing is asserted: the numbers go to
-docs/benchmarks.md.
+the server process's CPU seconds per boot, and the scheduler's claim conflicts per placement
+(wasted claim transactions: generation conflicts plus claims on a host found full; from the
+scheduler's ``scheduler.claim_stats`` log line at stop, so only with NOVALITE_LOG_LEVEL=INFO).
+Nothing is asserted: the numbers go to docs/benchmarks.md.
+
+``--storm-hosts 3 --servers 30`` runs the scheduler storm in-process instead (equal empty
+hosts, every decision at once, optionally ``--schedulers 2`` sharing the database): servers
+per host and claim conflicts per placement, for concurrent single decisions and for one
+multi-create decision.
 
     python scripts/bench_bootstorm.py --hosts 10 --servers 50
     python scripts/bench_bootstorm.py --hosts 10 --servers 1000
+    python scripts/bench_bootstorm.py --storm-hosts 3 --servers 30 [--schedulers 2] [--database-url ...]
 """
 
 from __future__ import annotations
@@ -198,27 +206,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    stats = scheduler_log_stats(state / "serve.log")
+    results["claim_conflicts_per_placement"] = (
+        stats["claim_conflicts_per_placement"] if stats else "n/a (run with NOVALITE_LOG_LEVEL=INFO)"
+    )
     return results
 
 
-async def scheduler_decision(hosts: int, samples: int) -> dict[str, Any]:
-    """Time select_destinations over ``hosts`` compute nodes, in-process on SQLite."""
-    from novalite.bus import Bus, make_transport
-    from novalite.config import Settings
-    from novalite.context import RequestContext
-    from novalite.db import Database
+async def _seed_hosts(db: Any, hosts: int, *, equal: bool) -> None:
+    """``hosts`` compute nodes with services and inventories; ``equal``: all like a default fake host."""
     from novalite.db import schema as t
-    from novalite.db.migrate import upgrade
-    from novalite.runtime import ControllerRuntime
-    from novalite.scheduler.manager import SchedulerManager
     from novalite.store import placement
     from novalite.store.hosts import node_uuid, upsert_service
     from novalite.timeutil import utcnow
 
-    state = Path(tempfile.mkdtemp(prefix="novalite-sched-"))
-    settings = Settings(state_dir=state)
-    db = Database(f"sqlite:///{state / 'db.sqlite'}")
-    await upgrade(db)
+    vcpus, ram, disk = (16, 32768, 500) if equal else (64, 262144, 2000)
     async with db.begin() as conn:
         for i in range(hosts):
             name = f"hv{i}"
@@ -231,9 +233,9 @@ async def scheduler_decision(hosts: int, samples: int) -> dict[str, Any]:
                     hypervisor_hostname=name,
                     hypervisor_type="fake",
                     hypervisor_version=1,
-                    vcpus=64,
-                    memory_mb=262144,
-                    local_gb=2000,
+                    vcpus=vcpus,
+                    memory_mb=ram,
+                    local_gb=disk,
                     cpu_info={},
                     created_at=utcnow(),
                     updated_at=utcnow(),
@@ -244,11 +246,38 @@ async def scheduler_decision(hosts: int, samples: int) -> dict[str, Any]:
                 conn,
                 uuid_,
                 {
-                    placement.VCPU: placement.Inventory(total=64, allocation_ratio=4.0),
-                    placement.MEMORY_MB: placement.Inventory(total=262144 - (i % 97) * 512),
-                    placement.DISK_GB: placement.Inventory(total=2000),
+                    placement.VCPU: placement.Inventory(total=vcpus, allocation_ratio=4.0),
+                    placement.MEMORY_MB: placement.Inventory(total=ram if equal else ram - (i % 97) * 512),
+                    placement.DISK_GB: placement.Inventory(total=disk),
                 },
             )
+
+
+async def _scheduler_db(database_url: str | None) -> tuple[Any, Any]:
+    """Settings and a migrated, empty database (SQLite in a temp dir unless ``database_url``)."""
+    from novalite.config import Settings
+    from novalite.db import Database
+    from novalite.db.migrate import upgrade
+
+    state = Path(tempfile.mkdtemp(prefix="novalite-sched-"))
+    settings = Settings(state_dir=state)
+    db = Database(database_url or f"sqlite:///{state / 'db.sqlite'}", pool_size=20)
+    await upgrade(db)
+    return settings, db
+
+
+async def scheduler_decision(hosts: int, samples: int) -> dict[str, Any]:
+    """Time select_destinations over ``hosts`` compute nodes, in-process on SQLite."""
+    from novalite.bus import Bus, make_transport
+    from novalite.context import RequestContext
+    from novalite.log import setup_logging
+    from novalite.runtime import ControllerRuntime
+    from novalite.scheduler.hoststate import RequestSpec
+    from novalite.scheduler.manager import SchedulerManager
+
+    setup_logging("WARNING")
+    settings, db = await _scheduler_db(None)
+    await _seed_hosts(db, hosts, equal=False)
     rt = ControllerRuntime(settings=settings, bus=Bus(make_transport("memory://")), db=db)
     sched = SchedulerManager(rt)
     await sched.refresh(force=True)
@@ -257,8 +286,6 @@ async def scheduler_decision(hosts: int, samples: int) -> dict[str, Any]:
     rank_times, total_times = [], []
     for _ in range(samples):
         spec = {"instance_uuid": str(uuid.uuid4()), "project_id": "p", "flavor": flavor}
-        from novalite.scheduler.hoststate import RequestSpec
-
         t0 = time.perf_counter()
         sched.rank(RequestSpec.from_dict(spec))
         rank_times.append(time.perf_counter() - t0)
@@ -274,7 +301,109 @@ async def scheduler_decision(hosts: int, samples: int) -> dict[str, Any]:
         "filter_weigh_p50_ms": round(percentile(rank_times, 50) * 1000, 2),
         "select_and_claim_p50_ms": round(percentile(total_times, 50) * 1000, 2),
         "cache_refresh_ms": round(refresh * 1000, 1),
+        "claim_conflicts_per_placement": (await sched.get_claim_stats())["claim_conflicts_per_placement"],
     }
+
+
+async def scheduler_storm(hosts: int, servers: int, schedulers: int, database_url: str | None) -> dict[str, Any]:
+    """The issue-9 storm, in-process: ``servers`` m1.tiny on ``hosts`` equal empty hosts, all at once.
+
+    Round 1: ``servers`` concurrent single decisions (what the conductor asks for a
+    ``--min N --max N`` create today), spread over ``schedulers`` schedulers sharing the
+    database (as schedulers in separate processes would). Round 2, after releasing
+    everything: one multi-create decision of ``servers``. Reports the servers per host and
+    the wasted claim transactions per placement of each round.
+    """
+    from collections import Counter
+
+    from novalite.bus import Bus, make_transport
+    from novalite.context import RequestContext
+    from novalite.log import setup_logging
+    from novalite.runtime import ControllerRuntime
+    from novalite.scheduler.manager import SchedulerManager
+    from novalite.store import placement
+
+    setup_logging("WARNING")
+    settings, db = await _scheduler_db(database_url)
+    await _seed_hosts(db, hosts, equal=True)
+    rt = ControllerRuntime(settings=settings, bus=Bus(make_transport("memory://")), db=db)
+    scheds = [SchedulerManager(rt) for _ in range(schedulers)]
+    flavor = {"vcpus": 1, "memory_mb": 512, "root_gb": 1, "ephemeral_gb": 0, "swap": 0}
+    ctx = RequestContext.admin()
+    # Count claim transactions at the source, whatever the scheduler reports (so that a
+    # scheduler without counters of its own can be measured the same way): every
+    # transaction beyond one per placement was wasted.
+    counts = {"transactions": 0, "won": 0}
+    claim_once = placement._claim_once
+
+    async def counted(*args: Any, **kw: Any) -> bool:
+        counts["transactions"] += 1
+        won = bool(await claim_once(*args, **kw))
+        counts["won"] += won
+        return won
+
+    placement._claim_once = counted  # type: ignore[assignment]
+
+    def conflicts() -> tuple[int, int]:
+        return counts["transactions"] - counts["won"], counts["won"]
+
+    def per_host(dests: list[dict[str, Any]]) -> list[int]:
+        counts = Counter(d["host"] for d in dests)
+        return [counts.get(f"hv{i}", 0) for i in range(hosts)]
+
+    uuids = [str(uuid.uuid4()) for _ in range(servers)]
+    t0 = time.perf_counter()
+    singles = await asyncio.gather(
+        *(
+            scheds[i % schedulers].select_destinations(ctx, {"instance_uuid": u, "project_id": "p", "flavor": flavor})
+            for i, u in enumerate(uuids)
+        )
+    )
+    single_s = time.perf_counter() - t0
+    c1, p1 = conflicts()
+    async with db.begin() as conn:
+        for u in uuids:
+            await placement.release(conn, u)
+    for s in scheds:
+        await s.refresh(force=True)
+    uuids = [str(uuid.uuid4()) for _ in range(servers)]
+    t0 = time.perf_counter()
+    try:
+        multi = await scheds[0].select_destinations(
+            ctx, {"instance_uuid": uuids[0], "project_id": "p", "flavor": flavor}, instance_uuids=uuids
+        )
+    except TypeError:  # a scheduler without the multi-create form
+        multi = []
+    multi_s = time.perf_counter() - t0
+    c2, p2 = conflicts()
+    await db.close()
+    return {
+        "hosts": hosts,
+        "servers": servers,
+        "schedulers": schedulers,
+        "database": "postgresql" if database_url else "sqlite",
+        "single_decisions_per_host": per_host(list(singles)),
+        "single_decisions_claim_conflicts_per_placement": round(c1 / max(p1, 1), 3),
+        "single_decisions_s": round(single_s, 3),
+        "multi_create_per_host": per_host(multi),
+        "multi_create_claim_conflicts_per_placement": round((c2 - c1) / max(p2 - p1, 1), 3),
+        "multi_create_s": round(multi_s, 3),
+    }
+
+
+def scheduler_log_stats(log_path: Path) -> dict[str, Any] | None:
+    """The ``scheduler.claim_stats`` line a stopping scheduler logs (at INFO), if the log has it."""
+    try:
+        lines = log_path.read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if "scheduler.claim_stats" in line:
+            try:
+                return dict(json.loads(line))
+            except ValueError:
+                return None
+    return None
 
 
 def main() -> None:
@@ -289,8 +418,18 @@ def main() -> None:
     parser.add_argument(
         "--scheduler-hosts", type=int, default=0, help="instead: time one scheduling decision over this many hosts"
     )
+    parser.add_argument(
+        "--storm-hosts",
+        type=int,
+        default=0,
+        help="instead: the scheduler storm in-process (equal empty hosts, --servers at once): servers per host "
+        "and claim conflicts per placement",
+    )
+    parser.add_argument("--schedulers", type=int, default=1, help="with --storm-hosts: schedulers sharing the DB")
     args = parser.parse_args()
-    if args.scheduler_hosts:
+    if args.storm_hosts:
+        result = asyncio.run(scheduler_storm(args.storm_hosts, args.servers, args.schedulers, args.database_url))
+    elif args.scheduler_hosts:
         result = asyncio.run(scheduler_decision(args.scheduler_hosts, 50))
     else:
         result = asyncio.run(run(args))

@@ -57,9 +57,17 @@ def normalize(values: list[float]) -> list[float]:
     return [(v - low) / span for v in values]
 
 
-def weigh_hosts(hosts: list[HostState], spec: RequestSpec, weighers: list[BaseWeigher]) -> list[HostState]:
+def weighed_hosts(
+    hosts: list[HostState], spec: RequestSpec, weighers: list[BaseWeigher]
+) -> list[tuple[HostState, float]]:
+    """Each host with its total weight, highest first (a stable sort: ties keep the input order).
+
+    The weights are returned so that the scheduler can tell which best hosts are tied and
+    break the tie at random (``shuffle_best_same_weighed_hosts``): equal hosts get exactly
+    equal totals, since they go through the same arithmetic.
+    """
     if len(hosts) <= 1:
-        return list(hosts)
+        return [(h, 0.0) for h in hosts]
     totals = [0.0] * len(hosts)
     for weigher in weighers:
         if weigher.multiplier == 0:
@@ -67,4 +75,9 @@ def weigh_hosts(hosts: list[HostState], spec: RequestSpec, weighers: list[BaseWe
         for i, value in enumerate(normalize([weigher.weigh(h, spec) for h in hosts])):
             totals[i] += weigher.multiplier * value
     order = sorted(range(len(hosts)), key=lambda i: totals[i], reverse=True)
-    return [hosts[i] for i in order]
+    return [(hosts[i], totals[i]) for i in order]
+
+
+def weigh_hosts(hosts: list[HostState], spec: RequestSpec, weighers: list[BaseWeigher]) -> list[HostState]:
+    """The hosts alone, highest weight first."""
+    return [h for h, _ in weighed_hosts(hosts, spec, weighers)]

@@ -37,6 +37,14 @@ class ClaimConflict(Exception):
 
 
 @dataclass
+class ClaimStats:
+    """What claims cost, for the caller to count: transactions run and generation conflicts among them."""
+
+    transactions: int = 0
+    conflicts: int = 0
+
+
+@dataclass
 class Inventory:
     total: int
     reserved: int = 0
@@ -209,17 +217,28 @@ async def _claim_once(conn: Connection, consumer_uuid: str, provider_uuid: str, 
     return True
 
 
-async def claim(db: Database, consumer_uuid: str, provider_uuid: str, resources: dict[str, int]) -> bool:
+async def claim(
+    db: Database,
+    consumer_uuid: str,
+    provider_uuid: str,
+    resources: dict[str, int],
+    stats: ClaimStats | None = None,
+) -> bool:
     """Atomically allocate ``resources`` on the provider for the consumer.
 
     Returns False when the provider lacks room. Each attempt is its own short
-    transaction; a generation conflict retries on fresh data.
+    transaction; a generation conflict retries on fresh data (counted in ``stats``, so the
+    scheduler can tell how much work its races waste).
     """
     for _ in range(MAX_GENERATION_RETRIES):
+        if stats is not None:
+            stats.transactions += 1
         try:
             async with db.begin() as conn:
                 return await _claim_once(conn, consumer_uuid, provider_uuid, resources)
         except ClaimConflict:
+            if stats is not None:
+                stats.conflicts += 1
             continue
     return False
 
