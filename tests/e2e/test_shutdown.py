@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from novalite.shutdown import FORCED_EXIT_STATUS
-from tests.conftest import ADMIN_PASSWORD, free_port
+from tests.conftest import ADMIN_PASSWORD, Cloud, free_port
 from tests.e2e.cli import start_serve, stop_serve
 
 
@@ -32,18 +32,7 @@ def serve_env(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
 
 async def start_endless_upload(session: aiohttp.ClientSession, base: str) -> asyncio.Task[None]:
     """Log in, create an image and start streaming its data without ever finishing."""
-    auth = {
-        "auth": {
-            "identity": {
-                "methods": ["password"],
-                "password": {"user": {"name": "admin", "domain": {"id": "default"}, "password": ADMIN_PASSWORD}},
-            },
-            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
-        }
-    }
-    async with session.post(f"{base}/identity/v3/auth/tokens", json=auth) as resp:
-        assert resp.status == 201, await resp.text()
-        token = resp.headers["X-Subject-Token"]
+    token = await Cloud(node=None, session=session, base=base).login()  # type: ignore[arg-type]
     headers = {"X-Auth-Token": token}
     body = {"name": "endless", "disk_format": "raw", "container_format": "bare"}
     async with session.post(f"{base}/image/v2/images", json=body, headers=headers) as resp:
