@@ -79,6 +79,18 @@ class Settings(BaseSettings):
         "and kept in <state_dir>/clouds.yaml (mode 0600).",
     )
     token_ttl: int = Field(default=3600, gt=0, description="Lifetime of a Keystone token, in seconds.")
+    image_ticket_ttl: int = Field(
+        default=900,
+        gt=0,
+        description="Lifetime, in seconds, of an image download ticket: the signed grant to download one image "
+        "(header X-Image-Ticket) that a compute host gets for a build instead of the user's token, so no "
+        "token rests in the broker or on a host. A stolen ticket gives one image for this long, nothing else.",
+    )
+    image_ticket_secret: str = Field(
+        default="",
+        description="Key (at least 16 characters) that signs image download tickets; only controllers need it. "
+        "Empty: a random key generated once into the database, which every controller shares.",
+    )
     lockout_failure_attempts: int = Field(
         default=10,
         ge=0,
@@ -319,6 +331,14 @@ class Settings(BaseSettings):
         if value.upper() not in LOG_LEVELS:
             raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
         return value.upper()
+
+    @field_validator("image_ticket_secret")
+    @classmethod
+    def _ticket_secret(cls, value: str) -> str:
+        """A short key would let anyone who guesses it forge image tickets; refuse it at start."""
+        if value and len(value) < 16:
+            raise ValueError("expected at least 16 characters (or empty: a generated key)")
+        return value
 
     @property
     def listen_host(self) -> str:

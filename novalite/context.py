@@ -38,7 +38,16 @@ class RequestContext:
         return bool({"admin", "manager", "member"} & set(self.roles))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The context as it travels in bus messages: without the user's token.
+
+        A token is the user's whole identity until it expires; bus messages rest in the
+        broker (and in the outbox table) and reach compute hosts, so it never goes in them.
+        What a host needs on the user's behalf — an image — it gets as a ticket for that
+        one image (:mod:`novalite.identity.tickets`).
+        """
+        data = asdict(self)
+        data.pop("auth_token", None)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RequestContext:

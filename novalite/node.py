@@ -27,6 +27,7 @@ from novalite.console.proxy import ConsoleProxy
 from novalite.db import Database
 from novalite.db.migrate import startup_lock, upgrade
 from novalite.log import get_logger
+from novalite.relay import OutboxRelay
 from novalite.runtime import ControllerRuntime, Runtime
 from novalite.scheduler.manager import SchedulerManager
 from novalite.store.flavors import ensure_default_flavors
@@ -92,6 +93,9 @@ class Node:
                 await self._start(SchedulerManager(crt))
             if "conductor" in self.roles:
                 await self._start(ConductorManager(crt))
+            # Every controller process empties the outbox (rows its own services commit, and
+            # rows another process committed before it died).
+            await self._start(OutboxRelay(crt))
             if "api" in self.roles:
                 await self._start_api(crt)
             if "console" in self.roles:

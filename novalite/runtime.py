@@ -35,3 +35,5 @@ class ControllerRuntime(Runtime):
     """A controller process's runtime: the database is always there."""
 
     db: Database = field(kw_only=True)
+    #: Values read once from the database and kept for the process's life (shared keys).
+    cache: dict[str, Any] = field(default_factory=dict, kw_only=True)

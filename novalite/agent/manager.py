@@ -25,7 +25,7 @@ from novalite_drivers.base import ComputeDriver, DriverError, Instance, Instance
 
 from novalite import states
 from novalite.agent.drivers import load_driver
-from novalite.agent.imagecache import fetch_image
+from novalite.agent.imagecache import Credentials, cache_dir, fetch_image, image_ids
 from novalite.bus import BusError
 from novalite.context import RequestContext
 from novalite.log import bind_request_id, get_logger
@@ -197,20 +197,16 @@ class ComputeAgent:
             if inst.get("task_state") == states.DELETING:
                 await self.terminate_instance(ctx, inst)
                 continue
+            if inst["vm_state"] == states.BUILDING:
+                # A build this agent died in: its message comes back (the broker redelivers
+                # what a dead consumer held; in one process the conductor re-sends it at
+                # start), and the build starts over, or is dropped as stale if the build
+                # was failed meanwhile. Nothing to decide here.
+                log.info("compute.build_interrupted", instance=uuid, present=uuid in present)
+                continue
             if uuid not in present:
-                if inst["vm_state"] == states.BUILDING:
-                    # The build died with the previous agent; rescheduling is the conductor's call.
-                    await self._conductor(
-                        ctx,
-                        "build_failed",
-                        instance_uuid=uuid,
-                        host=self.host,
-                        message="The compute agent restarted during the build.",
-                        reschedule=True,
-                    )
-                else:
-                    log.warning("compute.guest_missing", instance=uuid, vm_state=inst["vm_state"])
-                    power[uuid] = int(PowerState.NOSTATE)
+                log.warning("compute.guest_missing", instance=uuid, vm_state=inst["vm_state"])
+                power[uuid] = int(PowerState.NOSTATE)
                 continue
             with contextlib.suppress(DriverError):
                 power[uuid] = int(await self.driver.get_power_state(Instance.from_dict(inst)))
@@ -360,15 +356,24 @@ class ComputeAgent:
         self, ctx: RequestContext, instance: dict[str, Any], request_spec: dict[str, Any] | None = None
     ) -> None:
         uuid = instance["uuid"]
+        attempt = instance.get("build_attempt")  # absent in a 1.x message
         started = now_iso()
         async with self._lock(uuid):
             inst = Instance.from_dict(instance)
             # A build message can be stale: redelivered after this agent died holding it,
-            # or queued while the host was down, and the build failed meanwhile.
-            if not await self._conductor(ctx, "build_start", instance_uuid=uuid, host=self.host):
-                log.warning("compute.stale_build_dropped", instance=uuid, host=self.host)
+            # queued while the host was down, or sent twice, and the build failed, finished
+            # or moved on meanwhile.
+            if not await self._conductor(
+                ctx, "build_start", instance_uuid=uuid, host=self.host, build_attempt=attempt
+            ):
+                log.warning("compute.stale_build_dropped", instance=uuid, host=self.host, build_attempt=attempt)
                 return
             try:
+                if uuid in set(await self.driver.list_instances()):
+                    # What an interrupted run of this same build left (the agent died in
+                    # spawn): the build starts over from a clean hypervisor.
+                    log.warning("compute.interrupted_build_cleanup", instance=uuid)
+                    await self.driver.destroy(inst)
                 if self.driver.needs_image_file and inst.image is not None:
                     await self.prepare_image(ctx, inst)
                 await self.driver.spawn(inst)
@@ -380,12 +385,25 @@ class ComputeAgent:
                     await self.driver.destroy(inst)
                 await self._record(ctx, uuid, BUILD_EVENT, started, {}, exc)
                 await self._conductor(
-                    ctx, "build_failed", instance_uuid=uuid, host=self.host, message=message, reschedule=True
+                    ctx,
+                    "build_failed",
+                    instance_uuid=uuid,
+                    host=self.host,
+                    message=message,
+                    reschedule=True,
+                    build_attempt=attempt,
                 )
                 return
             active = {"vm_state": states.ACTIVE, "task_state": None, "power_state": power, "launched_at": now_iso()}
             updated = await self._record(
-                ctx, uuid, BUILD_EVENT, started, active, expect_vm_state=states.BUILDING, finish_action=True
+                ctx,
+                uuid,
+                BUILD_EVENT,
+                started,
+                active,
+                expect_vm_state=states.BUILDING,
+                build_attempt=attempt,
+                finish_action=True,
             )
             if not updated:
                 # Deleted (or failed by the build watchdog) while we built it: do not leave
@@ -394,8 +412,13 @@ class ComputeAgent:
                 await self.driver.destroy(inst)
 
     async def prepare_image(self, ctx: RequestContext, inst: Instance) -> None:
-        """Fetch the image into this host's cache (drivers that need a local file)."""
-        await fetch_image(self.rt.settings, ctx, inst)
+        """Fetch the image into this host's cache (drivers that need a local file), with
+        tickets the conductor mints for this instance's images on this host."""
+        if not any(not (cache_dir(self.rt.settings) / i).exists() for i in image_ids(inst)):
+            await fetch_image(self.rt.settings, Credentials({}), inst)  # all cached: no download
+            return
+        tickets = await self._conductor(ctx, "image_tickets", instance_uuid=inst.uuid, host=self.host)
+        await fetch_image(self.rt.settings, Credentials(dict(tickets)), inst)
 
     async def stop_instance(self, ctx: RequestContext, instance: dict[str, Any], clean_shutdown: bool = True) -> None:
         timeout = 60.0 if clean_shutdown else 0.0

@@ -12,6 +12,7 @@ from novalite.api.errors import ApiError, MethodNotAllowed, NotFound, Unauthoriz
 from novalite.api.http import Handler, json_response, runtime, too_large
 from novalite.context import RequestContext, new_request_id
 from novalite.errors import NovaliteError
+from novalite.identity import tickets
 from novalite.log import bind_request_id, get_logger
 from novalite.store.tokens import validate_token
 
@@ -96,14 +97,49 @@ async def authenticate(request: web.Request, *, require_project: bool = True) ->
     )
 
 
+#: The one route an image download ticket opens (and only for GET: PUT shares the resource).
+IMAGE_TICKET_ROUTE = "/image/v2/images/{image_id}/file"
+
+
+async def authenticate_image_ticket(request: web.Request) -> None:
+    """Turn ``X-Image-Ticket`` into a context of the ticket's project (no user, no roles), or raise 401.
+
+    A compute host downloads a build's image with a ticket instead of the user's token
+    (see :mod:`novalite.identity.tickets`); the handler still applies that project's
+    visibility of the image, so a ticket never reaches further than the project could.
+    """
+    rt = runtime(request)
+    image_id = request.match_info["image_id"]
+    try:
+        secret = await tickets.ticket_key(rt)
+        project_id = tickets.verify_image_ticket(secret, request.headers[tickets.HEADER], image_id)
+    except tickets.ImageTicketError as exc:
+        log.warning("api.image_ticket_refused", image_id=image_id, reason=str(exc))
+        raise Unauthorized(
+            f"The request you have made requires authentication: {exc}.",
+            headers={"WWW-Authenticate": f'Keystone uri="{rt.settings.public_base}/identity"'},
+        ) from None
+    request["context"] = RequestContext(request_id=request["request_id"], project_id=project_id)
+
+
 def auth_middleware(public: Iterable[str]) -> Any:
-    """Authenticate every request whose route is not in ``public`` (version documents)."""
+    """Authenticate every request whose route is not in ``public`` (version documents).
+
+    ``GET`` of an image's data also accepts an image ticket instead of a token.
+    """
     public_paths = set(public)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         rel = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
-        if rel not in public_paths:
+        if (
+            rel == IMAGE_TICKET_ROUTE
+            and request.method == "GET"
+            and tickets.HEADER in request.headers
+            and "X-Auth-Token" not in request.headers
+        ):
+            await authenticate_image_ticket(request)
+        elif rel not in public_paths:
             await authenticate(request)
         return await handler(request)
 

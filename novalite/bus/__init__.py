@@ -24,13 +24,24 @@ Exceptions, all raised at the caller::
     ├── NotJSONError          a message or reply is not plain JSON (dict/list/str/int/float/bool/None)
     ├── CallTimeout           no reply to a call within its timeout
     └── RemoteError           the remote handler raised; ``exc_type`` and ``message`` say what
-        └── UnknownMethod     the remote endpoint has no such method
+        ├── UnknownMethod     the remote endpoint has no such method
+        └── UnsupportedVersion  the remote endpoint cannot read this envelope version
+
+Delivery is at least once; envelopes carry an id and a version (``novalite.bus.client``).
 """
 
 import importlib
 
 from novalite.bus.client import Bus
-from novalite.bus.errors import BusError, CallTimeout, NotJSONError, RemoteError, TransportError, UnknownMethod
+from novalite.bus.errors import (
+    BusError,
+    CallTimeout,
+    NotJSONError,
+    RemoteError,
+    TransportError,
+    UnknownMethod,
+    UnsupportedVersion,
+)
 from novalite.bus.memory import MemoryTransport
 from novalite.bus.transport import Transport
 
@@ -58,5 +69,6 @@ __all__ = [
     "Transport",
     "TransportError",
     "UnknownMethod",
+    "UnsupportedVersion",
     "make_transport",
 ]

@@ -1,18 +1,38 @@
 """The Bus: cast, call, fan-out and serve, on top of any :class:`Transport`.
 
-An envelope is ``{"method": str, "args": {...}, "context": {...}}`` and a reply is
-``{"result": ...}`` or ``{"error": {"type": str, "message": str, "data": {...}}}``, all
-plain JSON. The context carries the request id; a served method runs with it bound
-to every log line.
+An envelope is ``{"id": str, "version": "2.0", "method": str, "args": {...},
+"context": {...}}`` (calls add ``"reply": true``) and a reply is ``{"result": ...}`` or
+``{"error": {"type": str, "message": str, "data": {...}}}``, all plain JSON. The context
+carries the request id; a served method runs with it bound to every log line.
+
+Delivery is at least once (a broker redelivers what a dead consumer held; a publish
+whose confirm was lost is published again; the outbox relay may send a row twice after
+a crash). Every envelope has an ``id``, so :meth:`Bus.serve` drops a one-way message it
+has just handled; consumers are idempotent for the rest (a redelivery after a restart).
+
+Versions (``version``, ``major.minor``): a consumer accepts its own major version and
+the one before it (a rolling upgrade: new controllers with old agents, or the other way
+round), and answers a newer major with :class:`UnsupportedVersion`. An envelope without
+a version is 1.0 (novalite before envelopes were versioned). A newer minor adds only
+optional arguments, so an older consumer of the same major ignores nothing it needs.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
+from collections import OrderedDict
 from typing import Any
 
-from novalite.bus.errors import CallTimeout, NotJSONError, RemoteError, TransportError, UnknownMethod
+from novalite.bus.errors import (
+    CallTimeout,
+    NotJSONError,
+    RemoteError,
+    TransportError,
+    UnknownMethod,
+    UnsupportedVersion,
+)
 from novalite.bus.transport import Transport
 from novalite.context import RequestContext
 from novalite.log import bind_request_id, get_logger
@@ -20,6 +40,12 @@ from novalite.log import bind_request_id, get_logger
 log = get_logger(__name__)
 
 DEFAULT_CALL_TIMEOUT = 60.0
+#: The envelope version this code writes.
+VERSION = "2.0"
+#: Major versions this code reads: its own and the one before (see the module docstring).
+ACCEPTED_MAJORS = (1, 2)
+#: How many recent one-way message ids a served topic remembers, to drop duplicates.
+SEEN_IDS = 4096
 
 
 def check_plain_json(value: Any, path: str = "$") -> None:
@@ -64,17 +90,36 @@ class Bus:
     async def close(self) -> None:
         await self.transport.close()
 
+    @property
+    def durable(self) -> bool:
+        """Whether a message the transport accepted survives this process (see Transport)."""
+        return self.transport.durable
+
     @staticmethod
-    def _envelope(ctx: RequestContext, method: str, args: dict[str, Any]) -> bytes:
-        return encode({"method": method, "args": args, "context": ctx.to_dict()})
+    def envelope(ctx: RequestContext, method: str, args: dict[str, Any], *, reply: bool = False) -> bytes:
+        """The encoded message for ``method(ctx, **args)``; what the outbox stores, too."""
+        message: dict[str, Any] = {
+            "id": uuid.uuid4().hex,
+            "version": VERSION,
+            "method": method,
+            "args": args,
+            "context": ctx.to_dict(),
+        }
+        if reply:
+            message["reply"] = True
+        return encode(message)
+
+    async def send_encoded(self, topic: str, body: bytes) -> None:
+        """Send an envelope made earlier by :meth:`envelope` (the outbox relay's way out)."""
+        await self.transport.send(topic, body)
 
     async def cast(self, ctx: RequestContext, topic: str, method: str, **args: Any) -> None:
         """Send a one-way message to one consumer of ``topic``."""
-        await self.transport.send(topic, self._envelope(ctx, method, args))
+        await self.transport.send(topic, self.envelope(ctx, method, args))
 
     async def fanout(self, ctx: RequestContext, topic: str, method: str, **args: Any) -> None:
         """Send a one-way message to every consumer of ``topic``'s fan-out."""
-        await self.transport.send(topic, self._envelope(ctx, method, args), fanout=True)
+        await self.transport.send(topic, self.envelope(ctx, method, args), fanout=True)
 
     async def call(
         self, ctx: RequestContext, topic: str, method: str, *, timeout: float = DEFAULT_CALL_TIMEOUT, **args: Any
@@ -84,7 +129,7 @@ class Bus:
         Raises :class:`CallTimeout` if no reply arrives within ``timeout`` seconds and
         :class:`RemoteError` if the handler raised.
         """
-        body = self._envelope(ctx, method, args)
+        body = self.envelope(ctx, method, args, reply=True)
         try:
             raw = await self.transport.send(topic, body, reply_timeout=timeout)
         except TimeoutError as exc:
@@ -96,21 +141,45 @@ class Bus:
         reply = json.loads(raw)
         if "error" in reply:
             err = reply["error"]
-            cls = UnknownMethod if err.get("type") == "UnknownMethod" else RemoteError
+            cls = {"UnknownMethod": UnknownMethod, "UnsupportedVersion": UnsupportedVersion}.get(
+                err.get("type", ""), RemoteError
+            )
             raise cls(err.get("type", "Exception"), err.get("message", ""), err.get("data"))
         return reply.get("result")
 
     async def serve(self, topic: str, endpoint: object, *, fanout: bool = False) -> None:
         """Dispatch messages on ``topic`` to ``endpoint``'s public coroutine methods.
 
-        Each method is called as ``await endpoint.method(ctx, **args)``.
+        Each method is called as ``await endpoint.method(ctx, **args)``. A one-way message
+        whose id was handled (or is being handled) here already is dropped.
         """
+        seen: OrderedDict[str, None] = OrderedDict()
 
         async def handle(body: bytes) -> bytes | None:
             message = json.loads(body)
             ctx = RequestContext.from_dict(message.get("context") or {})
             method = message.get("method", "")
             with bind_request_id(ctx.request_id):
+                version = str(message.get("version") or "1.0")
+                if not _accepted(version):
+                    log.error("bus.unsupported_version", topic=topic, method=method, version=version)
+                    return encode(
+                        {
+                            "error": {
+                                "type": "UnsupportedVersion",
+                                "message": f"{topic} reads message versions {ACCEPTED_MAJORS[0]}.x to "
+                                f"{ACCEPTED_MAJORS[-1]}.x, not {version}",
+                            }
+                        }
+                    )
+                message_id = message.get("id")
+                if message_id and not message.get("reply"):
+                    if message_id in seen:
+                        log.info("bus.duplicate_dropped", topic=topic, method=method, message_id=message_id)
+                        return None
+                    seen[message_id] = None
+                    if len(seen) > SEEN_IDS:
+                        seen.popitem(last=False)
                 func = getattr(endpoint, method, None) if not method.startswith("_") else None
                 if func is None:
                     return encode({"error": {"type": "UnknownMethod", "message": f"{topic} has no method {method}"}})
@@ -128,3 +197,11 @@ class Bus:
                 return encode({"result": result})
 
         await self.transport.listen(topic, handle, fanout=fanout)
+
+
+def _accepted(version: str) -> bool:
+    try:
+        major = int(version.split(".", 1)[0])
+    except ValueError:
+        return False
+    return major in ACCEPTED_MAJORS

@@ -39,3 +39,7 @@ class RemoteError(BusError):
 
 class UnknownMethod(RemoteError):
     """The endpoint serving the topic has no such method."""
+
+
+class UnsupportedVersion(RemoteError):
+    """The remote endpoint cannot read this message's envelope version (see novalite.bus.client)."""

@@ -83,6 +83,8 @@ def _amqp_url(url: str) -> tuple[URL, int | None]:
 class RabbitTransport(Transport):
     """A :class:`Transport` on RabbitMQ. ``url``: ``rabbit://user:pass@host:5672/vhost``."""
 
+    durable = True
+
     def __init__(
         self,
         url: str,

@@ -19,6 +19,11 @@ Handler = Callable[[bytes], Awaitable[bytes | None]]
 class Transport(abc.ABC):
     """Moves bytes between services. Subclasses: MemoryTransport, RabbitTransport."""
 
+    #: Whether a one-way message, once ``send`` returned, survives the death of this
+    #: process (RabbitMQ: a persistent message in a durable queue). When False, a
+    #: service that restarts must re-drive work whose message may have died with it.
+    durable: bool = False
+
     @abc.abstractmethod
     async def send(
         self, topic: str, body: bytes, *, fanout: bool = False, reply_timeout: float | None = None

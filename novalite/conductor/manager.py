@@ -21,7 +21,9 @@ from typing import Any
 from novalite import states
 from novalite.bus import CallTimeout, RemoteError
 from novalite.context import RequestContext
+from novalite.identity import tickets
 from novalite.log import bind_request_id, get_logger
+from novalite.relay import cast_after_commit
 from novalite.runtime import ControllerRuntime
 from novalite.servicegroup import is_up
 from novalite.store import actions, hosts, placement
@@ -44,9 +46,15 @@ class ConductorManager:
         self.settings = rt.settings
         self._tasks: set[asyncio.Task[Any]] = set()
         self._periodic: list[asyncio.Task[None]] = []
+        #: Instances this process is scheduling now (a duplicate request for one is dropped).
+        self._scheduling: set[str] = set()
 
     async def start(self) -> None:
         await self.rt.bus.serve(self.topic, self)
+        if not self.rt.bus.durable:
+            ctx = RequestContext.admin()
+            with bind_request_id(ctx.request_id):
+                await self.recover_builds(ctx)
         self._periodic = [
             asyncio.create_task(self._report_loop()),
             asyncio.create_task(self._build_watchdog()),
@@ -65,57 +73,97 @@ class ConductorManager:
     async def build_instances(
         self, ctx: RequestContext, instance_uuids: list[str], request_spec: dict[str, Any]
     ) -> None:
-        """Schedule and start each instance; returns at once, the builds go on in tasks."""
-        for index, uuid in enumerate(instance_uuids):
-            spec = dict(request_spec, instance_uuid=uuid, ignore_hosts=[])
-            self._spawn(self._schedule_and_build(ctx, spec, index))
+        """Schedule each instance and hand it to its host's agent.
 
-    async def _schedule_and_build(self, ctx: RequestContext, spec: dict[str, Any], attempt_base: int = 0) -> None:
+        Returns only when that is durable for every instance — placed, claimed, and its
+        build message committed to the outbox with the SPAWNING state — so that the
+        transport acknowledges this message only then: a conductor that dies midway has
+        it redelivered. Idempotent: an instance that is no longer waiting to be
+        scheduled (already placed, deleted, failed) is left alone.
+        """
+        ignore = list(request_spec.get("ignore_hosts") or [])
+        await asyncio.gather(
+            *(
+                self._schedule_and_build(ctx, dict(request_spec, instance_uuid=uuid, ignore_hosts=ignore))
+                for uuid in instance_uuids
+            )
+        )
+
+    async def _schedule_and_build(self, ctx: RequestContext, spec: dict[str, Any]) -> None:
         with bind_request_id(ctx.request_id):
             uuid = spec["instance_uuid"]
-            started = utcnow()
-            try:
-                dest = await self.rt.bus.call(
-                    ctx, "scheduler", "select_destinations", spec=spec, timeout=self.settings.rpc_timeout
-                )
-            except RemoteError as exc:
-                message = NO_VALID_HOST if exc.exc_type == "NoValidHost" else f"Scheduling failed: {exc.message}"
-                await self._fail_build(ctx, uuid, message, None, started, code=500)
+            if uuid in self._scheduling:
+                log.info("conductor.duplicate_build_request", instance=uuid)
                 return
-            except CallTimeout:
-                await self._fail_build(ctx, uuid, "Scheduling timed out: no scheduler answered.", None, started)
-                return
-            host = dest["host"]
-            async with self.rt.db.begin() as conn:
-                updated = await records.update_instance(
-                    conn,
-                    uuid,
-                    expect={"deleted": False},
-                    host=host,
-                    node=dest["node"],
-                    availability_zone=dest.get("availability_zone"),
-                    task_state=states.SPAWNING,
-                )
-                if not updated:
-                    # Deleted while we scheduled it: give the room back, build nothing.
-                    await placement.release(conn, uuid)
-                    return
-                await actions.record_event(
-                    conn,
-                    uuid,
-                    ctx.request_id,
-                    "conductor_schedule_and_build_instances",
-                    start_time=started,
-                    finish_time=utcnow(),
-                    result="Success",
-                )
-                payload = await records.instance_payload(conn, uuid)
+            self._scheduling.add(uuid)
             try:
-                await self.rt.bus.cast(
-                    ctx, f"compute.{host}", "build_and_run_instance", instance=payload, request_spec=spec
+                await self._schedule_one(ctx, spec)
+            except Exception:
+                # Left in SCHEDULING: a redelivery, the next start's recovery or the build
+                # watchdog ends it; never a silent BUILD forever.
+                log.exception("conductor.schedule_crashed", instance=uuid)
+                raise
+            finally:
+                self._scheduling.discard(uuid)
+
+    async def _schedule_one(self, ctx: RequestContext, spec: dict[str, Any]) -> None:
+        uuid = spec["instance_uuid"]
+        started = utcnow()
+        async with self.rt.db.begin() as conn:
+            row = await records.get_instance(conn, uuid)
+            if row is None or row.deleted or row.vm_state != states.BUILDING or row.host is not None:
+                log.info(
+                    "conductor.build_request_stale",
+                    instance=uuid,
+                    vm_state=row.vm_state if row is not None else None,
+                    host=row.host if row is not None else None,
                 )
-            except Exception as exc:
-                await self.build_failed(ctx, uuid, host, f"Could not reach compute host {host}: {exc}", True)
+                return
+            # A claim left by an interrupted attempt (a conductor that died between the
+            # scheduler's claim and recording the host) must not be added to.
+            await placement.release(conn, uuid)
+        attempt = int(row.build_attempt or 0) + 1
+        try:
+            dest = await self.rt.bus.call(
+                ctx, "scheduler", "select_destinations", spec=spec, timeout=self.settings.rpc_timeout
+            )
+        except RemoteError as exc:
+            message = NO_VALID_HOST if exc.exc_type == "NoValidHost" else f"Scheduling failed: {exc.message}"
+            await self._fail_build(ctx, uuid, message, None, started, code=500)
+            return
+        except CallTimeout:
+            await self._fail_build(ctx, uuid, "Scheduling timed out: no scheduler answered.", None, started)
+            return
+        host = dest["host"]
+        async with self.rt.db.begin() as conn:
+            updated = await records.update_instance(
+                conn,
+                uuid,
+                expect={"deleted": False, "vm_state": states.BUILDING, "host": None, "build_attempt": attempt - 1},
+                host=host,
+                node=dest["node"],
+                availability_zone=dest.get("availability_zone"),
+                task_state=states.SPAWNING,
+                build_attempt=attempt,
+            )
+            if not updated:
+                # Deleted (or placed by someone else) while we scheduled it: give the room back.
+                await placement.release(conn, uuid)
+                return
+            await actions.record_event(
+                conn,
+                uuid,
+                ctx.request_id,
+                "conductor_schedule_and_build_instances",
+                start_time=started,
+                finish_time=utcnow(),
+                result="Success",
+            )
+            payload = await records.instance_payload(conn, uuid)
+            await cast_after_commit(
+                conn, ctx, f"compute.{host}", "build_and_run_instance", instance=payload, request_spec=spec
+            )
+        log.info("conductor.build_sent", instance=uuid, host=host, build_attempt=attempt)
 
     async def _fail_build(
         self, ctx: RequestContext, uuid: str, message: str, host: str | None, started: Any, code: int = 500
@@ -140,43 +188,95 @@ class ConductorManager:
                 await actions.finish_action(conn, uuid, ctx.request_id)
         log.warning("conductor.build_failed", instance=uuid, reason=message)
 
+    @staticmethod
+    def _is_current_build(row: Any, host: str, build_attempt: int | None) -> bool:
+        """Is this report about the build now under way? ``build_attempt`` None: a 1.x agent,
+        which does not send it; then the host alone decides."""
+        return (
+            row is not None
+            and not row.deleted
+            and row.vm_state == states.BUILDING
+            and row.host == host
+            and (build_attempt is None or int(row.build_attempt or 0) == int(build_attempt))
+        )
+
     async def build_failed(
-        self, ctx: RequestContext, instance_uuid: str, host: str, message: str, reschedule: bool = True
+        self,
+        ctx: RequestContext,
+        instance_uuid: str,
+        host: str,
+        message: str,
+        reschedule: bool = True,
+        build_attempt: int | None = None,
     ) -> None:
         """An agent could not build: release its claim, then try another host or go to ERROR.
 
-        A stale report (the build was already failed by the watchdog, or moved to another
-        host) changes nothing: releasing would free another attempt's claim.
+        A stale report (the build was already failed by the watchdog, moved to another
+        host, or is a later attempt than the one reported on) changes nothing: releasing
+        would free another attempt's claim.
         """
         async with self.rt.db.begin() as conn:
             row = await records.get_instance(conn, instance_uuid)
-            if row is not None and not row.deleted and (row.vm_state != states.BUILDING or row.host != host):
-                log.info("conductor.stale_build_failure", instance=instance_uuid, host=host, vm_state=row.vm_state)
+            if row is None or row.deleted:
                 return
-            await placement.release(conn, instance_uuid)
+            if not self._is_current_build(row, host, build_attempt):
+                log.info(
+                    "conductor.stale_build_failure",
+                    instance=instance_uuid,
+                    host=host,
+                    vm_state=row.vm_state,
+                    build_attempt=build_attempt,
+                )
+                return
             attempts = len(await records.retried_build_hosts(conn, instance_uuid))
-        if row is None or row.deleted:
-            return
-        tried = attempts + 1
-        if reschedule and tried < self.settings.scheduler_max_attempts:
-            async with self.rt.db.begin() as conn:
+            tried = attempts + 1
+            if reschedule and tried < self.settings.scheduler_max_attempts:
+                await placement.release(conn, instance_uuid)
                 # A retried attempt's fault is not shown as the instance's fault.
                 await records.add_fault(conn, instance_uuid, message, code=records.RETRY_FAULT_CODE, host=host)
                 ignore = [h for h in await records.retried_build_hosts(conn, instance_uuid) if h]
                 await records.update_instance(conn, instance_uuid, host=None, node=None, task_state=states.SCHEDULING)
-            log.info("conductor.rescheduling", instance=instance_uuid, failed_host=host, attempt=tried)
-            spec = {
-                "instance_uuid": instance_uuid,
-                "project_id": row.project_id,
-                "flavor": row.flavor,
-                "image": {"id": row.image_ref, **(row.image_meta or {})},
-                "availability_zone": row.requested_az,
-                "ignore_hosts": ignore,
-                **{k: v for k, v in (row.scheduler_hints or {}).items() if k == "force_host"},
-            }
-            self._spawn(self._schedule_and_build(ctx, spec))
-            return
+                # Committed with the state: a conductor that dies now still reschedules.
+                await cast_after_commit(
+                    conn,
+                    ctx,
+                    self.topic,
+                    "build_instances",
+                    instance_uuids=[instance_uuid],
+                    request_spec=spec_from_row(row, ignore),
+                )
+                log.info("conductor.rescheduling", instance=instance_uuid, failed_host=host, attempt=tried)
+                return
         await self._fail_build(ctx, instance_uuid, message, host, utcnow())
+
+    async def recover_builds(self, ctx: RequestContext) -> int:
+        """Re-drive builds whose messages may have died with this process (at start).
+
+        Only needed when the transport is not durable (in-process queues): RabbitMQ keeps
+        an unacknowledged message and the outbox keeps an unsent one. An instance waiting
+        for a host is scheduled again; one handed to a host gets its build message again,
+        for the same attempt (the agent's ``build_start`` check drops a duplicate).
+        """
+        async with self.rt.db.connect() as conn:
+            rows = await records.building_instances(conn)
+            full = [await records.get_instance(conn, r.uuid) for r in rows]
+        count = 0
+        for row in full:
+            if row is None:
+                continue
+            count += 1
+            if row.host is None:
+                log.warning("conductor.recover_schedule", instance=row.uuid)
+                self._spawn(self._schedule_and_build(ctx, dict(spec_from_row(row, []), instance_uuid=row.uuid)))
+                continue
+            log.warning("conductor.recover_build_message", instance=row.uuid, host=row.host)
+            async with self.rt.db.begin() as conn:
+                payload = await records.instance_payload(conn, row.uuid)
+                spec = dict(spec_from_row(row, []), instance_uuid=row.uuid)
+                await cast_after_commit(
+                    conn, ctx, f"compute.{row.host}", "build_and_run_instance", instance=payload, request_spec=spec
+                )
+        return count
 
     # -- agent reports ------------------------------------------------------------------------
 
@@ -229,12 +329,15 @@ class ConductorManager:
             )
         return uuid
 
-    async def build_start(self, ctx: RequestContext, instance_uuid: str, host: str) -> bool:
+    async def build_start(
+        self, ctx: RequestContext, instance_uuid: str, host: str, build_attempt: int | None = None
+    ) -> bool:
         """May ``host`` still build this instance? False for a stale (redelivered) build message:
-        the build was failed meanwhile (host down, timeout), deleted, or moved elsewhere."""
+        the build was failed meanwhile (host down, timeout), deleted, finished, or moved on
+        to another attempt."""
         async with self.rt.db.connect() as conn:
             row = await records.get_instance(conn, instance_uuid)
-        return row is not None and not row.deleted and row.vm_state == states.BUILDING and row.host == host
+        return self._is_current_build(row, host, build_attempt)
 
     async def instance_update(
         self,
@@ -245,11 +348,13 @@ class ConductorManager:
         finish_action: bool = False,
         fault: str | None = None,
         expect_vm_state: str | None = None,
+        build_attempt: int | None = None,
     ) -> bool:
         """Apply an agent's instance change (with its action event) in one transaction.
 
         With ``expect_vm_state`` the change applies only if the instance is still in that
-        state (a finished build must not revive an instance the watchdog already failed).
+        state (a finished build must not revive an instance the watchdog already failed);
+        with ``build_attempt`` only if the build is still that attempt.
         """
         bad = set(values) - AGENT_WRITABLE
         if bad:
@@ -258,6 +363,8 @@ class ConductorManager:
         expect: dict[str, Any] = {"deleted": False}
         if expect_vm_state is not None:
             expect["vm_state"] = expect_vm_state
+        if build_attempt is not None:
+            expect["build_attempt"] = int(build_attempt)
         async with self.rt.db.begin() as conn:
             changed = await records.update_instance(conn, instance_uuid, expect=expect, **changes)
             if event:
@@ -292,6 +399,21 @@ class ConductorManager:
                 host=host,
             )
             await actions.finish_action(conn, instance_uuid, ctx.request_id)
+
+    async def image_tickets(self, ctx: RequestContext, instance_uuid: str, host: str) -> dict[str, str]:
+        """Download tickets for the images an instance on ``host`` boots from (its image, kernel,
+        ramdisk): what the agent shows the image API instead of the user's token."""
+        async with self.rt.db.connect() as conn:
+            row = await records.get_instance(conn, instance_uuid)
+        if row is None or row.deleted or row.host != host:
+            raise PermissionError(f"instance {instance_uuid} is not on host {host}")
+        if not row.image_ref:
+            return {}
+        props = (row.image_meta or {}).get("properties") or {}
+        ids = [row.image_ref, *(props[k] for k in ("kernel_id", "ramdisk_id") if props.get(k))]
+        key = await tickets.ticket_key(self.rt)
+        ttl = self.settings.image_ticket_ttl
+        return {i: tickets.mint_image_ticket(key, i, row.project_id, ttl) for i in ids}
 
     async def instances_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
         """What the database says should live on ``host`` (for the agent's reconciliation)."""
@@ -385,6 +507,19 @@ class ConductorManager:
             if aborted:
                 log.warning("conductor.build_aborted", instance=uuid, reason=message)
         return [f[0] for f in failed]
+
+
+def spec_from_row(row: Any, ignore_hosts: list[str]) -> dict[str, Any]:
+    """The request spec of an instance's build, rebuilt from its row (to reschedule it)."""
+    return {
+        "instance_uuid": row.uuid,
+        "project_id": row.project_id,
+        "flavor": row.flavor,
+        "image": {"id": row.image_ref, **(row.image_meta or {})},
+        "availability_zone": row.requested_az,
+        "ignore_hosts": ignore_hosts,
+        **{k: v for k, v in (row.scheduler_hints or {}).items() if k == "force_host"},
+    }
 
 
 def vm_state_for_power(vm_state: str, power: int) -> str:

@@ -49,6 +49,10 @@ class InlineConnection:
     def __init__(self, sync: SyncConnection) -> None:
         self.sync_connection = sync
 
+    @property
+    def info(self) -> dict[Any, Any]:
+        return self.sync_connection.info
+
     async def execute(self, statement: Any, parameters: Any = None) -> Any:
         return self.sync_connection.execute(statement, parameters)
 
@@ -64,6 +68,20 @@ class InlineConnection:
             yield
 
 
+#: Key in a connection's ``info`` for the commit signals raised in its open transaction.
+_SIGNALS = "novalite.commit_signals"
+
+
+def signal_after_commit(conn: Any, name: str) -> None:
+    """Have ``name``'s listeners called once the open transaction on ``conn`` commits.
+
+    Why: a message written to the outbox must not be looked for before its row is
+    visible, and must not wait for the relay's next poll either (that would add a
+    second to every build). A rolled-back transaction signals nothing.
+    """
+    conn.info.setdefault(_SIGNALS, set()).add(name)
+
+
 #: What ``Database.begin()`` / ``connect()`` yield and every store function takes: SQLAlchemy's
 #: AsyncConnection (PostgreSQL) or the inline SQLite connection with the same calls.
 Connection: TypeAlias = AsyncConnection | InlineConnection
@@ -77,6 +95,7 @@ class Database:
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self._lock = asyncio.Lock()
+        self._listeners: dict[str, list[Callable[[], None]]] = {}
         if self.is_sqlite:
             memory = not parsed.database or parsed.database == ":memory:"
             if parsed.database and not memory:
@@ -100,15 +119,30 @@ class Database:
                 json_deserializer=orjson.loads,
             )
 
+    def on_commit(self, name: str, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after each commit of a transaction that raised signal ``name``."""
+        self._listeners.setdefault(name, []).append(listener)
+
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[Connection]:
+        signals: set[str] = set()
         if self.is_sqlite:
             async with self._lock:
                 with self.sync_engine.begin() as sync:
-                    yield InlineConnection(sync)
-            return
-        async with self.engine.begin() as conn:
-            yield conn
+                    try:
+                        yield InlineConnection(sync)
+                    finally:
+                        signals = sync.info.pop(_SIGNALS, set())
+        else:
+            async with self.engine.begin() as conn:
+                try:
+                    yield conn
+                finally:
+                    signals = conn.info.pop(_SIGNALS, set())
+        # Only reached when the transaction committed (an exception skips this).
+        for name in signals:
+            for listener in self._listeners.get(name, ()):
+                listener()
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[Connection]:

@@ -228,6 +228,10 @@ instances = Table(
     Column("scheduler_hints", JSON, nullable=False),
     Column("image_meta", JSON, nullable=False),
     Column("progress", Integer, nullable=False, server_default="0"),
+    # Which placement of the build this is (1 for the first host, +1 per reschedule):
+    # messages about a build carry it, so a stale one (an earlier attempt's, redelivered
+    # or delayed) is recognized and changes nothing.
+    Column("build_attempt", Integer, nullable=False, server_default="0"),
     ts("launched_at"),
     ts("terminated_at"),
     ts("created_at", False),
@@ -393,4 +397,27 @@ allocations = Table(
     Column("resource_class", String(64), nullable=False),
     Column("used", Integer, nullable=False),
     Index(None, "provider_uuid", "resource_class"),
+)
+
+#: Messages committed with the state change that causes them (the transactional outbox):
+#: the relay (novalite/relay.py) sends them after the commit, in id order, and deletes
+#: each once the transport accepted it. A crash between commit and send loses nothing;
+#: one between send and delete sends it again, which consumers tolerate (same envelope id).
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("topic", String(255), nullable=False),
+    Column("body", Text, nullable=False),
+    ts("created_at", False),
+)
+
+#: Keys the controllers share (the image ticket key): generated once, in the database,
+#: so that every controller process of a cloud signs and verifies with the same key.
+cloud_secrets = Table(
+    "cloud_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    ts("created_at", False),
 )

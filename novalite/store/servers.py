@@ -319,6 +319,7 @@ async def payload_from_row(conn: Connection, row: Any) -> dict[str, Any]:
         "vm_state": row.vm_state,
         "task_state": row.task_state,
         "host": row.host,
+        "build_attempt": int(row.build_attempt or 0),
     }
 
 

@@ -26,8 +26,9 @@ routes = web.RouteTableDef()
 MAX_INT = 0x7FFFFFFF
 FLAVORS = "/v2.1/flavors"
 
-_positive = {"type": ["integer", "string"], "pattern": "^[0-9]*$", "minimum": 1, "maximum": MAX_INT}
-_non_negative = {"type": ["integer", "string"], "pattern": "^[0-9]*$", "minimum": 0, "maximum": MAX_INT}
+# minLength: as Nova's positive_integer/non_negative_integer, "" is no number (int("") would crash).
+_positive = {"type": ["integer", "string"], "pattern": "^[0-9]*$", "minLength": 1, "minimum": 1, "maximum": MAX_INT}
+_non_negative = {"type": ["integer", "string"], "pattern": "^[0-9]*$", "minLength": 1, "minimum": 0, "maximum": MAX_INT}
 _description = {
     "type": ["string", "null"],
     "minLength": 0,
@@ -241,6 +242,27 @@ async def show_flavor(request: web.Request) -> web.Response:
     return json_response({"flavor": flavor_view(request, row)})
 
 
+def _integer(vals: dict[str, Any], field: str, least: int, default: int = 0) -> int:
+    """A schema-checked integer field as an int in ``least``..MAX_INT, else 400.
+
+    JSON Schema's minimum and maximum ignore digit strings ("0", "99999999999"), which the
+    database cannot store (and ``int()`` refuses past 4300 digits); Nova checks them as numbers.
+    """
+    raw = vals.get(field, default)
+    digits = raw.lstrip("0") if isinstance(raw, str) else str(raw)
+    value = int(raw) if len(digits) <= len(str(MAX_INT)) else MAX_INT + 1
+    if value < least:
+        raise BadRequest(
+            f"Invalid input for field/attribute {field}. Value: {raw}. {value} is less than the minimum of {least}"
+        )
+    if value > MAX_INT:
+        raise BadRequest(
+            f"Invalid input for field/attribute {field}. Value: {str(raw)[:20]}. "
+            f"It is greater than the maximum of {MAX_INT}"
+        )
+    return value
+
+
 @routes.post(FLAVORS)
 async def create_flavor(request: web.Request) -> web.Response:
     ctx = context(request)
@@ -253,22 +275,15 @@ async def create_flavor(request: web.Request) -> web.Response:
     new = NewFlavor(
         flavorid=flavorid,
         name=vals["name"],
-        memory_mb=int(vals["ram"]),
-        vcpus=int(vals["vcpus"]),
-        root_gb=int(vals["disk"]),
-        ephemeral_gb=int(vals.get("OS-FLV-EXT-DATA:ephemeral", 0)),
-        swap=int(vals.get("swap", 0)),
+        memory_mb=_integer(vals, "ram", 1),
+        vcpus=_integer(vals, "vcpus", 1),
+        root_gb=_integer(vals, "disk", 0),
+        ephemeral_gb=_integer(vals, "OS-FLV-EXT-DATA:ephemeral", 0),
+        swap=_integer(vals, "swap", 0),
         rxtx_factor=float(vals.get("rxtx_factor", 1.0)),
         is_public=to_bool(vals.get("os-flavor-access:is_public", True)),
         description=vals.get("description") if mv.at_least("2.55") else None,
     )
-    # JSON Schema's minimum ignores digit strings ("0"); Nova checks them as numbers.
-    for field, value, least in (("ram", new.memory_mb, 1), ("vcpus", new.vcpus, 1)):
-        if value < least:
-            raise BadRequest(
-                f"Invalid input for field/attribute {field}. Value: {vals[field]}. "
-                f"{value} is less than the minimum of {least}"
-            )
     async with runtime(request).db.begin() as conn:
         created = await store.create_flavor(conn, new)
     return json_response({"flavor": flavor_view(request, created)})

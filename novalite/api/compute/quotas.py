@@ -31,7 +31,9 @@ from novalite.store.quotas import (
 routes = web.RouteTableDef()
 QUOTA_SETS = "/v2.1/os-quota-sets/{project_id}"
 
-_quota = {"type": ["integer", "string"], "pattern": "^-?[0-9]+$", "minimum": -1, "maximum": 0x7FFFFFFF}
+#: The largest limit: the database's INT, as Nova's db.MAX_INT.
+MAX_QUOTA = 0x7FFFFFFF
+_quota = {"type": ["integer", "string"], "pattern": "^-?[0-9]+$", "minimum": -1, "maximum": MAX_QUOTA}
 
 
 def _removed(request: web.Request) -> tuple[str, ...]:
@@ -108,6 +110,16 @@ async def show_quota_detail(request: web.Request) -> web.Response:
     return json_response(_quota_set(project_id, detail, _removed(request)))
 
 
+def _limit(resource: str, value: int | str) -> int:
+    """A limit as an int in -1..MAX_QUOTA, else Nova's 400: the schema's range does not apply to
+    digit strings, which the database cannot store past 64 bits (``int()`` refuses past 4300 digits)."""
+    text = str(value)
+    if len(text.lstrip("-").lstrip("0")) > len(str(MAX_QUOTA)) or not -1 <= int(text) <= MAX_QUOTA:
+        shown = text if len(text) <= 30 else text[:30] + "..."
+        raise BadRequest(f"Quota limit {shown} for {resource} must be in the range of -1 and {MAX_QUOTA}.")
+    return int(text)
+
+
 @routes.put(QUOTA_SETS)
 async def update_quotas(request: web.Request) -> web.Response:
     ctx = context(request)
@@ -124,7 +136,7 @@ async def update_quotas(request: web.Request) -> web.Response:
         for key, value in body.items():
             if key == "force" or (not value and value != 0):
                 continue
-            value = int(value)
+            value = _limit(key, value)
             if not force and value != -1 and value < usage.get(key, 0):
                 raise BadRequest(
                     f"Quota limit {value} for {key} must be greater than or equal to already used and "

@@ -20,6 +20,7 @@ from novalite.api.compute.microversions import microversion
 from novalite.api.errors import BadRequest, Conflict
 from novalite.api.http import context, json_response, read_json, runtime
 from novalite.bus import BusError
+from novalite.relay import cast_after_commit
 from novalite.store import actions
 from novalite.store import servers as records
 
@@ -91,7 +92,7 @@ async def _run(request: web.Request, action: PowerAction, **agent_args: Any) -> 
             raise _conflict(action.name, server_id, "task_state", "(changed concurrently)")
         await actions.start_action(conn, server_id, action.name, ctx.request_id, ctx.user_id, ctx.project_id)
         payload = await records.payload_from_row(conn, row)
-    await rt.bus.cast(ctx, f"compute.{row.host}", action.agent_method, instance=payload, **agent_args)
+        await cast_after_commit(conn, ctx, f"compute.{row.host}", action.agent_method, instance=payload, **agent_args)
     return web.Response(status=202)
 
 

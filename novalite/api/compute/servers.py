@@ -34,6 +34,7 @@ from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.validation import metadata_schema, name_schema, to_bool, validate
 from novalite.errors import NotFound, QuotaExceeded
 from novalite.log import get_logger
+from novalite.relay import cast_after_commit
 from novalite.store import Connection, actions, flavors, hosts, keypairs
 from novalite.store import servers as records
 from novalite.store.images import get_image
@@ -334,15 +335,16 @@ async def create(request: web.Request) -> web.Response:
                 with_port=want_port,
             ),
         )
-
-    spec = {
-        "project_id": ctx.project_id,
-        "flavor": flavor_json,
-        "image": {"id": image["id"], **image_meta},
-        "availability_zone": az,
-        "force_host": force_host,
-    }
-    await rt.bus.cast(ctx, "conductor", "build_instances", instance_uuids=uuids, request_spec=spec)
+        spec = {
+            "project_id": ctx.project_id,
+            "flavor": flavor_json,
+            "image": {"id": image["id"], **image_meta},
+            "availability_zone": az,
+            "force_host": force_host,
+        }
+        # In the same transaction: accepted servers are built even if this process dies
+        # right after the commit (the outbox relay sends the message).
+        await cast_after_commit(conn, ctx, "conductor", "build_instances", instance_uuids=uuids, request_spec=spec)
     log.info("servers.create", count=count, instances=uuids)
 
     if to_bool(server.get("return_reservation_id", False)):
@@ -587,5 +589,5 @@ async def delete(request: web.Request) -> web.Response:
             return web.Response(status=204)
         await records.update_instance(conn, server_id, task_state=states.DELETING)
         payload = await records.payload_from_row(conn, row)
-    await rt.bus.cast(ctx, f"compute.{row.host}", "terminate_instance", instance=payload)
+        await cast_after_commit(conn, ctx, f"compute.{row.host}", "terminate_instance", instance=payload)
     return web.Response(status=204)

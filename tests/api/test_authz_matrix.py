@@ -1,0 +1,841 @@
+"""Issue 9: the authorization matrix — every route of the API, every kind of caller.
+
+``TABLE`` below is the decided policy of each route, as plain data: the HTTP status each
+caller gets. The callers are
+
+- ``none``: no token at all (401, in keystonemiddleware's body, for anything but discovery
+  and login);
+- ``reader``: a ``reader`` of project alpha, the project that owns the resources;
+- ``member``: a ``member`` of alpha, who created them;
+- ``other``: a ``member`` of project beta — for alpha's server, key pair, private image and
+  private flavor it must get 404 (never 403, which would confirm the id exists) and never
+  their data; for admin-only APIs 403;
+- ``admin``: the cloud admin.
+
+The policies follow the OpenStack defaults (Nova's ``PROJECT_READER_OR_ADMIN`` for
+reads, ``PROJECT_MEMBER_OR_ADMIN`` for changes, ``ADMIN`` for os-hypervisors,
+os-services, os-aggregates, flavor management, quota changes...; Keystone's admin-or-self
+rules; Glance's secure-RBAC member/reader rules). Nova key pairs belong to a user, not a
+project, so alpha's reader gets 404 for the member's key pair as any other user would.
+
+``test_every_route_has_a_decided_policy`` walks the routes registered in the aiohttp app
+(and the server actions the action route dispatches to) and fails for any route without
+a row: no route ships without a decided policy. Each GET row is also checked with HEAD.
+
+Every error answer is checked to be in its API's error format; no answer to ``none`` or
+``other`` may contain alpha's data (the resources' names, metadata, key, image bytes all
+carry the marker :data:`SECRET`). Rows that change state (delete, stop, upload...) name a
+``fresh`` factory: every caller expected to succeed acts on a resource of its own, so the
+outcome never depends on the order of the calls. One cloud serves the whole module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import string
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from novalite.api.app import build_app
+from novalite.api.compute.server_actions import HANDLERS as SERVER_ACTIONS
+from novalite.api.errors import NOVA_FAULT_NAMES
+from novalite.store import consoles, hosts
+from tests.conftest import Cloud, Response, make_settings, start_cloud
+from tests.functional.helpers import Who, make_image, make_person, unlimited_quota, wait_status
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+ROLES = ("none", "reader", "member", "other", "admin")
+#: Carried by every piece of project alpha's data that ``none`` and ``other`` must never see.
+SECRET = "alphasecret"
+#: The compute microversion of rows that name none (what openstackclient negotiates).
+LATEST = "2.100"
+PASSWORD = "alpha-pass-1"
+PATCH = {"Content-Type": "application/openstack-images-v2.1-json-patch"}
+OCTET = {"Content-Type": "application/octet-stream"}
+IMAGE_BYTES = (SECRET + "-bytes ") * 64
+
+
+@dataclass(frozen=True)
+class Row:
+    """One route (and body) and the status each caller gets.
+
+    ``route`` is the route's template exactly as registered; its ``{params}`` are filled from
+    the world's values, or from ``args`` (param -> template over the values). ``query``,
+    ``body`` and ``headers`` are templates too. ``fresh`` names a factory in ``FRESH`` that
+    gives each caller expected to succeed (2xx) its own resource.
+    """
+
+    method: str
+    route: str
+    none: int
+    reader: int
+    member: int
+    other: int
+    admin: int
+    query: str = ""
+    body: Any = None
+    raw: str | None = None
+    headers: dict[str, str] | None = None
+    mv: str | None = None
+    args: dict[str, str] = field(default_factory=dict)
+    fresh: str | None = None
+
+
+C = "/compute/v2.1"
+V3 = "/identity/v3"
+G = "/image/v2"
+SERVER = C + "/servers/{server_id}"
+ACTION = SERVER + "/action"
+FLAVOR = C + "/flavors/{flavor_id}"
+GRANT = V3 + "/projects/{project_id}/users/{user_id}/roles/{role_id}"
+GRANTEE = {"user_id": "{grantee_id}", "role_id": "{member_role_id}"}
+SHARED = {"image_id": "{shared_image_id}"}
+COMPUTE_SERVICE = {"ident": "{compute_service_id}"}
+QUOTA_TARGET = {"project_id": "{gamma_id}"}
+NEW_SERVER = {"server": {"name": "made-by-caller", "imageRef": "{public_image_id}", "flavorRef": "1", "networks": "none"}}
+NEW_IMAGE = {"name": "made-by-caller", "disk_format": "raw", "container_format": "bare"}
+TOKEN_LOGIN = {
+    "auth": {
+        "identity": {"methods": ["token"], "token": {"id": "{member_token}"}},
+        "scope": {"project": {"id": "{project_id}"}},
+    }
+}
+SUBJECT = {"X-Subject-Token": "{subject_token}"}
+
+# fmt: off
+TABLE: list[Row] = [
+    # method    route                                           none reader member other admin
+    Row("GET", "/",                                               200, 200, 200, 200, 200),
+    # -- Keystone: discovery and tokens -----------------------------------------------------
+    Row("GET", "/identity",                                       300, 300, 300, 300, 300),
+    Row("GET", "/identity/",                                      300, 300, 300, 300, 300),
+    Row("GET", V3,                                                200, 200, 200, 200, 200),
+    Row("GET", V3 + "/",                                          200, 200, 200, 200, 200),
+    # Logging in needs no token: what counts is the credential in the body (here alpha's member's token).
+    Row("POST", V3 + "/auth/tokens",                              201, 201, 201, 201, 201, body=TOKEN_LOGIN),
+    # identity:validate_token / revoke_token: the token's own user, or admin.
+    Row("GET", V3 + "/auth/tokens",                               401, 403, 200, 403, 200, headers=SUBJECT),
+    Row("DELETE", V3 + "/auth/tokens",                            401, 403, 204, 403, 204, headers=SUBJECT,
+        fresh="member_token"),
+    Row("GET", V3 + "/auth/catalog",                              401, 200, 200, 200, 200),
+    Row("GET", V3 + "/auth/projects",                             401, 200, 200, 200, 200),
+    Row("GET", V3 + "/auth/domains",                              401, 200, 200, 200, 200),
+    Row("GET", V3 + "/auth/system",                               401, 200, 200, 200, 200),
+    # -- Keystone: catalog (admin or system reader), regions (anyone) ----------------------
+    Row("GET", V3 + "/services",                                  401, 403, 403, 403, 200),
+    Row("GET", V3 + "/services/{service_id}",                     401, 403, 403, 403, 200),
+    Row("GET", V3 + "/endpoints",                                 401, 403, 403, 403, 200),
+    Row("GET", V3 + "/endpoints/{endpoint_id}",                   401, 403, 403, 403, 200),
+    Row("GET", V3 + "/regions",                                   401, 200, 200, 200, 200),
+    Row("GET", V3 + "/regions/{region_id}",                       401, 200, 200, 200, 200),
+    # -- Keystone: domains (one, read-only: even admin cannot create one) -------------------
+    Row("GET", V3 + "/domains",                                   401, 403, 403, 403, 200),
+    Row("GET", V3 + "/domains/{domain_id}",                       401, 200, 200, 200, 200),
+    Row("POST", V3 + "/domains",                                  401, 403, 403, 403, 403,
+        body={"domain": {"name": "d-{uniq}"}}),
+    # -- Keystone: projects (admin; a token may read its own project) -----------------------
+    Row("GET", V3 + "/projects",                                  401, 403, 403, 403, 200),
+    Row("GET", V3 + "/projects/{project_id}",                     401, 200, 200, 403, 200),
+    Row("POST", V3 + "/projects",                                 401, 403, 403, 403, 201,
+        body={"project": {"name": "p-{uniq}"}}, fresh="unique"),
+    Row("PATCH", V3 + "/projects/{project_id}",                   401, 403, 403, 403, 200,
+        body={"project": {"description": "alpha"}}),
+    Row("DELETE", V3 + "/projects/{project_id}",                  401, 403, 403, 403, 204, fresh="project"),
+    # -- Keystone: users (admin; a user may read itself, its projects, change its password) --
+    Row("GET", V3 + "/users",                                     401, 403, 403, 403, 200),
+    Row("GET", V3 + "/users/{user_id}",                           401, 403, 200, 403, 200),
+    Row("POST", V3 + "/users",                                    401, 403, 403, 403, 201,
+        body={"user": {"name": "u-{uniq}"}}, fresh="unique"),
+    Row("PATCH", V3 + "/users/{user_id}",                         401, 403, 403, 403, 200,
+        body={"user": {"description": "alpha member"}}),
+    Row("DELETE", V3 + "/users/{user_id}",                        401, 403, 403, 403, 204, fresh="user"),
+    Row("POST", V3 + "/users/{user_id}/password",                 401, 403, 204, 403, 204,
+        body={"user": {"password": PASSWORD, "original_password": PASSWORD}}),
+    Row("GET", V3 + "/users/{user_id}/projects",                  401, 403, 200, 403, 200),
+    Row("GET", V3 + "/users/{user_id}/groups",                    401, 403, 200, 403, 200),
+    # -- Keystone: roles, grants, assignments (admin) --------------------------------------
+    Row("GET", V3 + "/roles",                                     401, 403, 403, 403, 200),
+    Row("GET", V3 + "/roles/{role_id}",                           401, 403, 403, 403, 200),
+    Row("POST", V3 + "/roles",                                    401, 403, 403, 403, 201,
+        body={"role": {"name": "r-{uniq}"}}, fresh="unique"),
+    Row("PATCH", V3 + "/roles/{role_id}",                         401, 403, 403, 403, 200,
+        body={"role": {"description": "custom"}}),
+    Row("DELETE", V3 + "/roles/{role_id}",                        401, 403, 403, 403, 204, fresh="role"),
+    Row("GET", V3 + "/role_inferences",                           401, 403, 403, 403, 200),
+    Row("PUT", GRANT,                                             401, 403, 403, 403, 204, args=GRANTEE),
+    Row("GET", GRANT,                                             401, 403, 403, 403, 204, args=GRANTEE),
+    Row("DELETE", GRANT,                                          401, 403, 403, 403, 204, args=GRANTEE,
+        fresh="grant"),
+    Row("GET", V3 + "/projects/{project_id}/users/{user_id}/roles", 401, 403, 403, 403, 200, args=GRANTEE),
+    Row("GET", V3 + "/role_assignments",                          401, 403, 403, 403, 200),
+    # -- Nova: discovery ------------------------------------------------------------------------
+    Row("GET", "/compute/",                                       200, 200, 200, 200, 200),
+    Row("GET", C,                                                 200, 200, 200, 200, 200),
+    Row("GET", C + "/",                                           200, 200, 200, 200, 200),
+    # -- Nova: servers (project reader reads, project member changes, others: 404) -------------
+    Row("POST", C + "/servers",                                   401, 403, 202, 202, 202, body=NEW_SERVER),
+    Row("GET", C + "/servers",                                    401, 200, 200, 200, 200),
+    Row("GET", C + "/servers/detail",                             401, 200, 200, 200, 200),
+    Row("GET", SERVER,                                            401, 200, 200, 404, 200),
+    Row("PUT", SERVER,                                            401, 403, 200, 404, 200,
+        body={"server": {"name": SECRET + "-server"}}),
+    Row("DELETE", SERVER,                                         401, 403, 204, 404, 204, fresh="server"),
+    # -- Nova: server actions (one row per action the route dispatches to) ----------------------
+    Row("POST", ACTION,                                           401, 403, 202, 404, 202,
+        body={"os-stop": None}, fresh="server"),
+    Row("POST", ACTION,                                           401, 403, 202, 404, 202,
+        body={"os-start": None}, fresh="stopped_server"),
+    Row("POST", ACTION,                                           401, 403, 202, 404, 202,
+        body={"pause": None}, fresh="server"),
+    Row("POST", ACTION,                                           401, 403, 202, 404, 202,
+        body={"unpause": None}, fresh="paused_server"),
+    Row("POST", ACTION,                                           401, 403, 202, 404, 202,
+        body={"suspend": None}, fresh="server"),
+    Row("POST", ACTION,                                           401, 403, 202, 404, 202,
+        body={"resume": None}, fresh="suspended_server"),
+    Row("POST", ACTION,                                           401, 403, 202, 404, 202,
+        body={"reboot": {"type": "SOFT"}}, fresh="server"),
+    Row("POST", ACTION,                                           401, 403, 202, 404, 202,
+        body={"lock": None}, fresh="server"),
+    Row("POST", ACTION,                                           401, 403, 202, 404, 202, body={"unlock": None}),
+    # os-admin-actions:reset_state is ADMIN: checked before the server is looked up, so 403 for beta too.
+    Row("POST", ACTION,                                           401, 403, 403, 403, 202,
+        body={"os-resetState": {"state": "active"}}),
+    # The console log may hold secrets: member or admin (a reader may not).
+    Row("POST", ACTION,                                           401, 403, 200, 404, 200,
+        body={"os-getConsoleOutput": {}}),
+    # Member or admin pass the policy; the fake driver's guests have no screen (400).
+    Row("POST", ACTION,                                           401, 403, 400, 404, 400,
+        body={"os-getVNCConsole": {"type": "novnc"}}, mv="2.5"),
+    Row("POST", SERVER + "/remote-consoles",                      401, 403, 400, 404, 400,
+        body={"remote_console": {"protocol": "vnc", "type": "novnc"}}),
+    # -- Nova: server metadata, instance actions ------------------------------------------------
+    Row("GET", SERVER + "/metadata",                              401, 200, 200, 404, 200),
+    Row("PUT", SERVER + "/metadata",                              401, 403, 200, 404, 200,
+        body={"metadata": {"akey": SECRET + "-meta"}}),
+    Row("POST", SERVER + "/metadata",                             401, 403, 200, 404, 200,
+        body={"metadata": {"bkey": SECRET + "-meta2"}}),
+    Row("GET", SERVER + "/metadata/{key}",                        401, 200, 200, 404, 200),
+    Row("PUT", SERVER + "/metadata/{key}",                        401, 403, 200, 404, 200,
+        body={"meta": {"akey": SECRET + "-meta"}}),
+    Row("DELETE", SERVER + "/metadata/{key}",                     401, 403, 204, 404, 204, fresh="metadata_key"),
+    Row("GET", SERVER + "/os-instance-actions",                   401, 200, 200, 404, 200),
+    Row("GET", SERVER + "/os-instance-actions/{request_id}",      401, 200, 200, 404, 200),
+    # -- Nova: flavors (anyone reads what it may see; alpha's private flavor is 404 to beta) ---
+    Row("GET", C + "/flavors",                                    401, 200, 200, 200, 200),
+    Row("GET", C + "/flavors/detail",                             401, 200, 200, 200, 200),
+    Row("GET", FLAVOR,                                            401, 200, 200, 404, 200),
+    Row("POST", C + "/flavors",                                   401, 403, 403, 403, 200,
+        body={"flavor": {"name": "f-{uniq}", "ram": 64, "vcpus": 1, "disk": 0}}, fresh="unique"),
+    Row("PUT", FLAVOR,                                            401, 403, 403, 403, 200,
+        body={"flavor": {"description": "alpha only"}}),
+    Row("DELETE", FLAVOR,                                         401, 403, 403, 403, 202, fresh="flavor"),
+    Row("GET", FLAVOR + "/os-extra_specs",                        401, 200, 200, 404, 200),
+    Row("POST", FLAVOR + "/os-extra_specs",                       401, 403, 403, 403, 200,
+        body={"extra_specs": {"akey": "v1"}}),
+    Row("GET", FLAVOR + "/os-extra_specs/{key}",                  401, 200, 200, 404, 200),
+    Row("PUT", FLAVOR + "/os-extra_specs/{key}",                  401, 403, 403, 403, 200, body={"akey": "v1"}),
+    Row("DELETE", FLAVOR + "/os-extra_specs/{key}",               401, 403, 403, 403, 200, fresh="extra_spec"),
+    Row("GET", FLAVOR + "/os-flavor-access",                      401, 403, 403, 403, 200),
+    Row("POST", FLAVOR + "/action",                               401, 403, 403, 403, 200,
+        body={"addTenantAccess": {"tenant": "{new_project_id}"}}, fresh="new_project"),
+    Row("POST", FLAVOR + "/action",                               401, 403, 403, 403, 200,
+        body={"removeTenantAccess": {"tenant": "{gamma_id}"}}, fresh="flavor_access"),
+    # -- Nova: key pairs (a user's own; admin names another user with user_id, 2.10+) ----------
+    Row("GET", C + "/os-keypairs",                                401, 200, 200, 200, 200),
+    Row("GET", C + "/os-keypairs",                                401, 403, 200, 403, 200,
+        query="user_id={member_user_id}"),
+    Row("POST", C + "/os-keypairs",                               401, 201, 201, 201, 201,
+        body={"keypair": {"name": "k-{uniq}"}}, fresh="unique"),
+    Row("POST", C + "/os-keypairs",                               401, 403, 201, 403, 201,
+        body={"keypair": {"name": "k-{uniq}", "user_id": "{member_user_id}"}}, fresh="unique"),
+    Row("GET", C + "/os-keypairs/{name}",                         401, 404, 200, 404, 404),
+    Row("GET", C + "/os-keypairs/{name}",                         401, 403, 200, 403, 200,
+        query="user_id={member_user_id}"),
+    Row("DELETE", C + "/os-keypairs/{name}",                      401, 404, 204, 404, 404, fresh="keypair"),
+    Row("DELETE", C + "/os-keypairs/{name}",                      401, 403, 204, 403, 204,
+        query="user_id={member_user_id}", fresh="keypair"),
+    # -- Nova: hypervisors, services, aggregates (ADMIN) ---------------------------------------
+    Row("GET", C + "/os-hypervisors",                             401, 403, 403, 403, 200),
+    Row("GET", C + "/os-hypervisors/detail",                      401, 403, 403, 403, 200),
+    Row("GET", C + "/os-hypervisors/statistics",                  401, 403, 403, 403, 200, mv="2.87"),
+    Row("GET", C + "/os-hypervisors/{ident}",                     401, 403, 403, 403, 200),
+    Row("GET", C + "/os-hypervisors/{ident}/uptime",              401, 403, 403, 403, 200, mv="2.87"),
+    Row("GET", C + "/os-hypervisors/{pattern}/search",            401, 403, 403, 403, 200, mv="2.52"),
+    Row("GET", C + "/os-hypervisors/{pattern}/servers",           401, 403, 403, 403, 200, mv="2.52"),
+    Row("GET", C + "/os-services",                                401, 403, 403, 403, 200),
+    Row("PUT", C + "/os-services/{ident}",                        401, 403, 403, 403, 200,
+        body={"status": "enabled"}, args=COMPUTE_SERVICE),
+    Row("DELETE", C + "/os-services/{ident}",                     401, 403, 403, 403, 204,
+        args=COMPUTE_SERVICE, fresh="service"),
+    Row("GET", C + "/os-aggregates",                              401, 403, 403, 403, 200),
+    Row("GET", C + "/os-aggregates/{aggregate_id}",               401, 403, 403, 403, 404),
+    # -- Nova: zones (anyone; the host detail is ADMIN), limits, quotas, usage -----------------
+    Row("GET", C + "/os-availability-zone",                       401, 200, 200, 200, 200),
+    Row("GET", C + "/os-availability-zone/detail",                401, 403, 403, 403, 200),
+    Row("GET", C + "/limits",                                     401, 200, 200, 200, 200),
+    Row("GET", C + "/limits",                                     401, 200, 200, 403, 200,
+        query="tenant_id={project_id}"),
+    Row("GET", C + "/os-quota-sets/{project_id}",                 401, 200, 200, 403, 200),
+    Row("GET", C + "/os-quota-sets/{project_id}/defaults",        401, 200, 200, 200, 200),
+    Row("GET", C + "/os-quota-sets/{project_id}/detail",          401, 200, 200, 403, 200),
+    Row("PUT", C + "/os-quota-sets/{project_id}",                 401, 403, 403, 403, 200,
+        body={"quota_set": {"instances": 20}}, args=QUOTA_TARGET),
+    Row("DELETE", C + "/os-quota-sets/{project_id}",              401, 403, 403, 403, 202, args=QUOTA_TARGET),
+    Row("GET", C + "/os-simple-tenant-usage",                     401, 403, 403, 403, 200),
+    Row("GET", C + "/os-simple-tenant-usage/{tenant_id}",         401, 200, 200, 403, 200),
+    Row("GET", C + "/os-console-auth-tokens/{token}",             401, 403, 403, 403, 200),
+    # -- Glance: discovery, schemas -------------------------------------------------------------
+    Row("GET", "/image",                                          300, 300, 300, 300, 300),
+    Row("GET", "/image/",                                         300, 300, 300, 300, 300),
+    Row("GET", "/image/versions",                                 200, 200, 200, 200, 200),
+    Row("GET", G,                                                 200, 200, 200, 200, 200),
+    Row("GET", G + "/",                                           200, 200, 200, 200, 200),
+    Row("GET", G + "/schemas/image",                              401, 200, 200, 200, 200),
+    Row("GET", G + "/schemas/images",                             401, 200, 200, 200, 200),
+    Row("GET", G + "/schemas/member",                             401, 200, 200, 200, 200),
+    Row("GET", G + "/schemas/members",                            401, 200, 200, 200, 200),
+    Row("GET", G + "/info/import",                                401, 200, 200, 200, 200),
+    # -- Glance: images (project reader reads, project member changes; others: 404) -----------
+    Row("POST", G + "/images",                                    401, 403, 201, 201, 201, body=NEW_IMAGE),
+    Row("GET", G + "/images",                                     401, 200, 200, 200, 200),
+    Row("GET", G + "/images/{image_id}",                          401, 200, 200, 404, 200),
+    Row("PATCH", G + "/images/{image_id}",                        401, 403, 200, 404, 200,
+        body=[{"op": "add", "path": "/x_note", "value": "alpha"}], headers=PATCH),
+    Row("DELETE", G + "/images/{image_id}",                       401, 403, 204, 404, 204, fresh="image"),
+    Row("PUT", G + "/images/{image_id}/tags/{tag}",               401, 403, 204, 404, 204),
+    Row("DELETE", G + "/images/{image_id}/tags/{tag}",            401, 403, 204, 404, 204, fresh="tag"),
+    Row("POST", G + "/images/{image_id}/actions/{action}",        401, 403, 204, 404, 204,
+        args={"action": "deactivate"}, fresh="image"),
+    Row("POST", G + "/images/{image_id}/actions/{action}",        401, 403, 204, 404, 204,
+        args={"action": "reactivate"}, fresh="deactivated_image"),
+    Row("PUT", G + "/images/{image_id}/file",                     401, 403, 204, 404, 204,
+        raw=IMAGE_BYTES, headers=OCTET, fresh="queued_image"),
+    Row("GET", G + "/images/{image_id}/file",                     401, 200, 200, 404, 200),
+    Row("PUT", G + "/images/{image_id}/stage",                    401, 403, 204, 404, 204,
+        raw=IMAGE_BYTES, headers=OCTET, fresh="queued_image"),
+    Row("POST", G + "/images/{image_id}/import",                  401, 403, 202, 404, 202,
+        body={"method": {"name": "glance-direct"}}, fresh="staged_image"),
+    # -- Glance: members of alpha's shared image (shared with gamma, not with beta) -----------
+    Row("POST", G + "/images/{image_id}/members",                 401, 403, 200, 404, 200,
+        body={"member": "{new_member}"}, args=SHARED, fresh="new_member"),
+    Row("GET", G + "/images/{image_id}/members",                  401, 200, 200, 404, 200, args=SHARED),
+    Row("GET", G + "/images/{image_id}/members/{member_id}",      401, 200, 200, 404, 200, args=SHARED),
+    # Only the member project itself (or admin) accepts or rejects a shared image.
+    Row("PUT", G + "/images/{image_id}/members/{member_id}",      401, 403, 403, 404, 200,
+        body={"status": "accepted"}, args=SHARED),
+    Row("DELETE", G + "/images/{image_id}/members/{member_id}",   401, 403, 204, 404, 204,
+        args=SHARED, fresh="image_member"),
+]
+# fmt: on
+
+
+# -- the world: one cloud, alpha's resources, the callers --------------------------------------
+
+#: Each caller with a token: (user, project, role).
+PEOPLE = {
+    "reader": ("alpha-reader", "alpha", "reader"),
+    "member": ("alpha-member", "alpha", "member"),
+    "other": ("beta-member", "beta", "member"),
+    "admin": ("admin", "admin", "admin"),
+}
+
+
+@dataclass
+class World:
+    cloud: Cloud
+    people: dict[str, Who]
+    #: What the templates are filled from (ids, names); tokens are added per case.
+    values: dict[str, str]
+    #: The marked data of alpha that must never reach ``none`` or ``other``.
+    secrets: list[str]
+
+    async def as_(self, who: str, method: str, path: str, **kw: Any) -> Response:
+        """A request by one of the people, who must succeed (2xx): setting the stage, not testing."""
+        resp = await self.cloud.request(method, path, token=self.people[who].token, **kw)
+        assert resp.status < 300, (method, path, resp)
+        return resp
+
+    async def refresh_tokens(self) -> None:
+        """New tokens for everyone: a row may have revoked the member's (password change)."""
+        for role, (user, project, role_name) in PEOPLE.items():
+            self.people[role] = await make_person(self.cloud, user, project, role_name)
+        self.values["member_token"] = self.people["member"].token
+
+    async def server(self) -> str:
+        """A new ACTIVE server of alpha, created by its member."""
+        body = {
+            "server": {
+                "name": SECRET + "-fresh",
+                "imageRef": self.values["public_image_id"],
+                "flavorRef": "1",
+                "networks": "none",
+            }
+        }
+        resp = await self.as_("member", "POST", C + "/servers", json=body, microversion=LATEST)
+        server_id: str = resp.body["server"]["id"]
+        await wait_status(self.cloud, server_id, "ACTIVE", token=self.people["member"].token)
+        return server_id
+
+    async def server_in(self, action: str, status: str) -> str:
+        server_id = await self.server()
+        await self.as_("member", "POST", f"{C}/servers/{server_id}/action", json={action: None}, microversion=LATEST)
+        await wait_status(self.cloud, server_id, status, token=self.people["member"].token)
+        return server_id
+
+    async def image(self, *, upload: bool = True, **attrs: Any) -> str:
+        """A new image of alpha (private unless told), with data unless ``upload`` is false."""
+        body = {"name": SECRET + "-image", "disk_format": "raw", "container_format": "bare", **attrs}
+        image_id: str = (await self.as_("member", "POST", G + "/images", json=body)).body["id"]
+        if upload:
+            await self.as_("member", "PUT", f"{G}/images/{image_id}/file", data=IMAGE_BYTES, headers=OCTET)
+        return image_id
+
+
+def ssh_public_key(comment: str) -> str:
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode() + " " + comment
+
+
+async def wait_for_hosts(cloud: Cloud, admin: Who, count: int = 2, within: float = 15.0) -> list[dict[str, Any]]:
+    """The fake hosts' hypervisors, once all ``count`` are up."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        resp = await cloud.get(C + "/os-hypervisors/detail", token=admin.token, microversion=LATEST)
+        found = [h for h in resp.body["hypervisors"] if h["state"] == "up"] if resp.status == 200 else []
+        if len(found) >= count:
+            return found
+        assert asyncio.get_running_loop().time() < deadline, f"compute hosts did not come up: {resp}"
+        await asyncio.sleep(0.05)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    tmp = tmp_path_factory.mktemp("authz")
+    cloud = await start_cloud(make_settings(tmp, f"sqlite:///{tmp / 'novalite.db'}"))
+    try:
+        yield await build_world(cloud)
+    finally:
+        await cloud.session.close()
+        await cloud.node.stop()
+
+
+async def build_world(cloud: Cloud) -> World:
+    """Alpha's server, key pair, private and shared images, private flavor; the people; the ids."""
+    people = {role: await make_person(cloud, *spec) for role, spec in PEOPLE.items()}
+    gamma = await make_person(cloud, "gamma-member", "gamma", "member")
+    grantee = await make_person(cloud, "alpha-grantee", "alpha", "reader")
+    await unlimited_quota(cloud, "alpha")
+    alpha = people["member"]
+    values: dict[str, str] = {
+        "project_id": alpha.project_id,
+        "tenant_id": alpha.project_id,
+        "user_id": alpha.user_id,
+        "member_user_id": alpha.user_id,
+        "gamma_id": gamma.project_id,
+        "grantee_id": grantee.user_id,
+        "public_image_id": await make_image(cloud),
+        "domain_id": "default",
+        "region_id": cloud.rt.settings.region,
+        "aggregate_id": "1",
+        "key": "akey",
+        "name": "akey",
+        "tag": "atag",
+        "uniq": "unused",
+        "new_member": uuid.uuid4().hex,
+        "new_project_id": uuid.uuid4().hex,
+    }
+    world = World(cloud, people, values, [SECRET])
+    admin = people["admin"]
+    hypervisors = await wait_for_hosts(cloud, admin)
+
+    # Keystone: alpha's member gets a password (for the password change), a custom role, catalog ids.
+    await world.as_("admin", "PATCH", f"{V3}/users/{alpha.user_id}", json={"user": {"password": PASSWORD}})
+    await world.refresh_tokens()  # a new password revokes the user's tokens
+    alpha = people["member"]
+    roles = (await world.as_("admin", "GET", V3 + "/roles")).body["roles"]
+    values["member_role_id"] = next(r["id"] for r in roles if r["name"] == "member")
+    custom = await world.as_("admin", "POST", V3 + "/roles", json={"role": {"name": "alpha-custom"}})
+    values["role_id"] = custom.body["role"]["id"]
+    values["service_id"] = (await world.as_("admin", "GET", V3 + "/services")).body["services"][0]["id"]
+    values["endpoint_id"] = (await world.as_("admin", "GET", V3 + "/endpoints")).body["endpoints"][0]["id"]
+
+    # Nova: hosts and services; alpha's server (with metadata), its create action, a console token.
+    values["ident"] = hypervisors[0]["id"]
+    values["pattern"] = hypervisors[0]["hypervisor_hostname"]
+    services = (await world.as_("admin", "GET", C + "/os-services", microversion=LATEST)).body["services"]
+    values["compute_service_id"] = next(s["id"] for s in services if s["binary"] == "nova-compute")
+    server = {
+        "server": {
+            "name": SECRET + "-server",
+            "imageRef": values["public_image_id"],
+            "flavorRef": "1",
+            "networks": "none",
+            "metadata": {"akey": SECRET + "-meta"},
+        }
+    }
+    resp = await world.as_("member", "POST", C + "/servers", json=server, microversion=LATEST)
+    values["server_id"] = server_id = resp.body["server"]["id"]
+    active = await wait_status(cloud, server_id, "ACTIVE", token=people["admin"].token)
+    actions = await world.as_("member", "GET", f"{C}/servers/{server_id}/os-instance-actions", microversion=LATEST)
+    values["request_id"] = actions.body["instanceActions"][0]["request_id"]
+    async with cloud.rt.db.begin() as conn:
+        values["token"] = await consoles.issue(
+            conn,
+            instance_uuid=server_id,
+            console_type="novnc",
+            host="127.0.0.1",
+            port=5900,
+            compute_host=active["OS-EXT-SRV-ATTR:host"],
+            ttl=3600,
+        )
+
+    # Nova: alpha's member's key pair (its public key carries the marker), alpha's private flavor.
+    key = {"keypair": {"name": "akey", "public_key": ssh_public_key(SECRET + "-key")}}
+    await world.as_("member", "POST", C + "/os-keypairs", json=key, microversion=LATEST)
+    flavor = {
+        "flavor": {
+            "name": SECRET + "-flavor",
+            "id": "alpha-private",
+            "ram": 64,
+            "vcpus": 1,
+            "disk": 0,
+            "os-flavor-access:is_public": False,
+        }
+    }
+    await world.as_("admin", "POST", C + "/flavors", json=flavor, microversion=LATEST)
+    values["flavor_id"] = "alpha-private"
+    flavor_action = f"{C}/flavors/alpha-private/action"
+    for project in (alpha.project_id, gamma.project_id):
+        await world.as_("admin", "POST", flavor_action, json={"addTenantAccess": {"tenant": project}})
+    specs = {"extra_specs": {"akey": "v1"}}
+    await world.as_("admin", "POST", f"{C}/flavors/alpha-private/os-extra_specs", json=specs)
+
+    # Glance: alpha's private image (with data and a tag), its shared image (a member: gamma).
+    values["image_id"] = image_id = await world.image(name=SECRET + "-private")
+    await world.as_("member", "PUT", f"{G}/images/{image_id}/tags/atag")
+    values["shared_image_id"] = shared = await world.image(name=SECRET + "-shared", visibility="shared")
+    await world.as_("member", "POST", f"{G}/images/{shared}/members", json={"member": gamma.project_id})
+    values["member_id"] = gamma.project_id
+    return world
+
+
+# -- fresh resources for the callers that succeed -----------------------------------------------
+
+
+async def _unique(w: World) -> dict[str, str]:
+    return {"uniq": uuid.uuid4().hex[:12]}
+
+
+async def _member_token(w: World) -> dict[str, str]:
+    """A second token of alpha's member, to be revoked (the caller's own stays valid)."""
+    who = await make_person(w.cloud, "alpha-member", "alpha", "member")
+    return {"subject_token": who.token}
+
+
+async def _project(w: World) -> dict[str, str]:
+    resp = await w.as_("admin", "POST", V3 + "/projects", json={"project": {"name": f"p-{uuid.uuid4().hex[:8]}"}})
+    return {"project_id": resp.body["project"]["id"]}
+
+
+async def _user(w: World) -> dict[str, str]:
+    resp = await w.as_("admin", "POST", V3 + "/users", json={"user": {"name": f"u-{uuid.uuid4().hex[:8]}"}})
+    return {"user_id": resp.body["user"]["id"]}
+
+
+async def _role(w: World) -> dict[str, str]:
+    resp = await w.as_("admin", "POST", V3 + "/roles", json={"role": {"name": f"r-{uuid.uuid4().hex[:8]}"}})
+    return {"role_id": resp.body["role"]["id"]}
+
+
+async def _grant(w: World) -> dict[str, str]:
+    v = w.values
+    await w.as_("admin", "PUT", f"{V3}/projects/{v['project_id']}/users/{v['grantee_id']}/roles/{v['member_role_id']}")
+    return {}
+
+
+async def _server(w: World) -> dict[str, str]:
+    return {"server_id": await w.server()}
+
+
+async def _stopped_server(w: World) -> dict[str, str]:
+    return {"server_id": await w.server_in("os-stop", "SHUTOFF")}
+
+
+async def _paused_server(w: World) -> dict[str, str]:
+    return {"server_id": await w.server_in("pause", "PAUSED")}
+
+
+async def _suspended_server(w: World) -> dict[str, str]:
+    return {"server_id": await w.server_in("suspend", "SUSPENDED")}
+
+
+async def _metadata_key(w: World) -> dict[str, str]:
+    key = f"d{uuid.uuid4().hex[:8]}"
+    path = f"{C}/servers/{w.values['server_id']}/metadata/{key}"
+    await w.as_("member", "PUT", path, json={"meta": {key: "gone soon"}})
+    return {"key": key}
+
+
+async def _flavor(w: World) -> dict[str, str]:
+    body = {"flavor": {"name": f"f-{uuid.uuid4().hex[:8]}", "ram": 64, "vcpus": 1, "disk": 0}}
+    resp = await w.as_("admin", "POST", C + "/flavors", json=body, microversion=LATEST)
+    return {"flavor_id": resp.body["flavor"]["id"]}
+
+
+async def _extra_spec(w: World) -> dict[str, str]:
+    key = f"d{uuid.uuid4().hex[:8]}"
+    await w.as_("admin", "POST", f"{C}/flavors/{w.values['flavor_id']}/os-extra_specs", json={"extra_specs": {key: "x"}})
+    return {"key": key}
+
+
+async def _new_project(w: World) -> dict[str, str]:
+    return {"new_project_id": (await _project(w))["project_id"]}
+
+
+async def _flavor_access(w: World) -> dict[str, str]:
+    """Gamma may use alpha's private flavor (again), so that access can be removed."""
+    access = await w.as_("admin", "GET", f"{C}/flavors/{w.values['flavor_id']}/os-flavor-access")
+    if w.values["gamma_id"] not in {a["tenant_id"] for a in access.body["flavor_access"]}:
+        body = {"addTenantAccess": {"tenant": w.values["gamma_id"]}}
+        await w.as_("admin", "POST", f"{C}/flavors/{w.values['flavor_id']}/action", json=body)
+    return {}
+
+
+async def _keypair(w: World) -> dict[str, str]:
+    name = f"k-{uuid.uuid4().hex[:8]}"
+    await w.as_("member", "POST", C + "/os-keypairs", json={"keypair": {"name": name}}, microversion=LATEST)
+    return {"name": name}
+
+
+async def _service(w: World) -> dict[str, str]:
+    """A compute service of a host that runs nothing (deleting a real one would take a host away)."""
+    async with w.cloud.rt.db.begin() as conn:
+        row = await hosts.upsert_service(conn, f"ghost-{uuid.uuid4().hex[:8]}", "nova-compute", "compute", None)
+    assert row is not None
+    return {"compute_service_id": row.uuid}
+
+
+async def _image(w: World) -> dict[str, str]:
+    return {"image_id": await w.image()}
+
+
+async def _deactivated_image(w: World) -> dict[str, str]:
+    image_id = await w.image()
+    await w.as_("member", "POST", f"{G}/images/{image_id}/actions/deactivate")
+    return {"image_id": image_id}
+
+
+async def _queued_image(w: World) -> dict[str, str]:
+    return {"image_id": await w.image(upload=False)}
+
+
+async def _staged_image(w: World) -> dict[str, str]:
+    image_id = await w.image(upload=False)
+    await w.as_("member", "PUT", f"{G}/images/{image_id}/stage", data=IMAGE_BYTES, headers=OCTET)
+    return {"image_id": image_id}
+
+
+async def _tag(w: World) -> dict[str, str]:
+    await w.as_("member", "PUT", f"{G}/images/{w.values['image_id']}/tags/{w.values['tag']}")
+    return {}
+
+
+async def _new_member(w: World) -> dict[str, str]:
+    return {"new_member": (await _project(w))["project_id"]}
+
+
+async def _image_member(w: World) -> dict[str, str]:
+    member = (await _project(w))["project_id"]
+    await w.as_("member", "POST", f"{G}/images/{w.values['shared_image_id']}/members", json={"member": member})
+    return {"member_id": member}
+
+
+FRESH: dict[str, Callable[[World], Awaitable[dict[str, str]]]] = {
+    "unique": _unique,
+    "member_token": _member_token,
+    "project": _project,
+    "user": _user,
+    "role": _role,
+    "grant": _grant,
+    "server": _server,
+    "stopped_server": _stopped_server,
+    "paused_server": _paused_server,
+    "suspended_server": _suspended_server,
+    "metadata_key": _metadata_key,
+    "flavor": _flavor,
+    "extra_spec": _extra_spec,
+    "new_project": _new_project,
+    "flavor_access": _flavor_access,
+    "keypair": _keypair,
+    "service": _service,
+    "image": _image,
+    "deactivated_image": _deactivated_image,
+    "queued_image": _queued_image,
+    "staged_image": _staged_image,
+    "tag": _tag,
+    "new_member": _new_member,
+    "image_member": _image_member,
+}
+
+
+# -- making the calls, judging the answers -------------------------------------------------------
+
+
+def fill(template: Any, values: dict[str, str]) -> Any:
+    """The template (a string, or JSON made of them) with ``{name}`` replaced from ``values``."""
+    if isinstance(template, str):
+        return template.format(**values)
+    if isinstance(template, list):
+        return [fill(item, values) for item in template]
+    if isinstance(template, dict):
+        return {key: fill(item, values) for key, item in template.items()}
+    return template
+
+
+def route_params(route: str) -> list[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(route) if name]
+
+
+def url_of(row: Row, values: dict[str, str]) -> str:
+    params = {name: fill(row.args.get(name, "{" + name + "}"), values) for name in route_params(row.route)}
+    path = row.route.format(**params)
+    return f"{path}?{fill(row.query, values)}" if row.query else path
+
+
+async def call(w: World, row: Row, method: str, role: str, values: dict[str, str]) -> Response:
+    headers = dict(fill(row.headers or {}, values))
+    data: str | None = row.raw
+    if row.body is not None:
+        data = json.dumps(fill(row.body, values))
+        headers.setdefault("Content-Type", "application/json")
+    mv = row.mv or (LATEST if row.route.startswith("/compute/v2.1") else None)
+    token = None if role == "none" else w.people[role].token
+    return await w.cloud.request(
+        method, url_of(row, values), token=token, data=data, headers=headers, microversion=mv
+    )
+
+
+def error_format_problem(path: str, status: int, body: Any, headers: Any) -> str | None:
+    """Why an error answer is not in its API's format (None when it is).
+
+    A 401 is keystonemiddleware's everywhere (``{"error": {...}}`` and ``WWW-Authenticate``),
+    as in front of a real Nova or Glance; other errors are Nova's ``{"<fault>": {"code",
+    "message"}}``, Keystone's ``{"error": {"code", "title", "message"}}`` or Glance's
+    ``{"code": "<status> <phrase>", "title", "message"}``.
+    """
+    phrase = HTTPStatus(status).phrase
+    keystone = isinstance(body, dict) and set(body) == {"error"} and body["error"].get("code") == status
+    keystone = keystone and isinstance(body["error"].get("message"), str) and body["error"].get("title") == phrase
+    if status == 401 or path.startswith("/identity"):
+        if not keystone:
+            return "not in Keystone's error format"
+        if status == 401 and not str(headers.get("WWW-Authenticate", "")).startswith("Keystone uri="):
+            return "a 401 without WWW-Authenticate: Keystone uri=..."
+        return None
+    if path.startswith("/compute"):
+        fault = NOVA_FAULT_NAMES.get(status, "computeFault")
+        inner = body.get(fault) if isinstance(body, dict) and len(body) == 1 else None
+        if not (isinstance(inner, dict) and inner.get("code") == status and isinstance(inner.get("message"), str)):
+            return f"not in Nova's error format ({fault})"
+        return None
+    if path.startswith("/image"):
+        ok = isinstance(body, dict) and body.get("code") == f"{status} {phrase}" and body.get("title") == phrase
+        return None if ok and isinstance(body.get("message"), str) else "not in Glance's error format"
+    return None
+
+
+def as_text(body: Any) -> str:
+    if isinstance(body, bytes):
+        return body.decode("utf-8", "replace")
+    return json.dumps(body)
+
+
+def cases() -> list[Any]:
+    """Each row, and each GET row again with HEAD (same statuses, no body)."""
+    out = []
+    for row in TABLE:
+        methods = [row.method, "HEAD"] if row.method == "GET" else [row.method]
+        for method in methods:
+            extra = f" {next(iter(row.body))}" if isinstance(row.body, dict) and row.route == ACTION else ""
+            extra += f" ?{row.query}" if row.query else ""
+            extra += f" {row.args['action']}" if "action" in row.args else ""
+            out.append(pytest.param(row, method, id=f"{method} {row.route}{extra}"))
+    return out
+
+
+@pytest.mark.parametrize(("row", "method"), cases())
+async def test_route_policy(world: World, row: Row, method: str) -> None:
+    await world.refresh_tokens()
+    outcomes: list[str] = []
+    failed = False
+    for role in ROLES:
+        expected: int = getattr(row, role)
+        values = {**world.values, "subject_token": world.values["member_token"]}
+        if row.fresh and 200 <= expected < 300:
+            values.update(await FRESH[row.fresh](world))
+        resp = await call(world, row, method, role, values)
+        problems = []
+        if resp.status != expected:
+            problems.append(f"expected {expected}")
+        if resp.status >= 400 and method != "HEAD":
+            problem = error_format_problem(row.route, resp.status, resp.body, resp.headers)
+            if problem:
+                problems.append(problem)
+        if method == "HEAD" and resp.body:
+            problems.append("HEAD answered with a body")
+        if role in ("none", "other"):
+            text = as_text(resp.body)
+            leaked = [s for s in world.secrets if s in text]
+            if leaked:
+                problems.append(f"leaks alpha's data {leaked}")
+        failed = failed or bool(problems)
+        outcomes.append(f"  {role:>6}: {resp.status} {'; '.join(problems) or 'ok'}  {as_text(resp.body)[:160]}")
+    assert not failed, f"{method} {url_of(row, world.values)}\n" + "\n".join(outcomes)
+
+
+# -- the table covers the app -------------------------------------------------------------------
+
+
+def registered_routes(app: web.Application) -> set[tuple[str, str]]:
+    """(method, route template) of every route of ``app`` and of its sub-applications."""
+    found: set[tuple[str, str]] = set()
+    for route in app.router.routes():
+        resource = route.resource
+        if resource is None:
+            continue
+        sub = resource.get_info().get("app")
+        if isinstance(sub, web.Application):
+            found |= registered_routes(sub)
+        else:
+            found.add((route.method, resource.canonical))
+    return found
+
+
+async def test_every_route_has_a_decided_policy(world: World) -> None:
+    registered = registered_routes(build_app(world.cloud.rt))
+    decided = {(row.method, row.route) for row in TABLE}
+    missing = sorted(
+        (method, route)
+        for method, route in registered
+        if (method, route) not in decided and not (method == "HEAD" and ("GET", route) in decided)
+    )
+    assert not missing, f"routes without a decided policy (add them to TABLE): {missing}"
+    stale = sorted(decided - registered)
+    assert not stale, f"TABLE rows for routes that do not exist: {stale}"
+    actions = {next(iter(row.body)) for row in TABLE if row.route == ACTION}
+    assert actions == set(SERVER_ACTIONS), (
+        f"server actions without a row: {sorted(set(SERVER_ACTIONS) - actions)}; "
+        f"rows for unknown actions: {sorted(actions - set(SERVER_ACTIONS))}"
+    )
