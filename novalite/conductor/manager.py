@@ -119,15 +119,31 @@ class ConductorManager:
                     host=row.host if row is not None else None,
                 )
                 return
-            # A claim left by an interrupted attempt (a conductor that died between the
-            # scheduler's claim and recording the host) must not be added to.
+            # A new attempt: from now on the scheduler refuses claims for the old one (a
+            # request redelivered after its conductor died), and a claim the old one left
+            # (made, but the host never recorded) is given back, in the same transaction.
+            attempt = int(row.build_attempt or 0) + 1
+            started_attempt = await records.update_instance(
+                conn,
+                uuid,
+                expect={"deleted": False, "vm_state": states.BUILDING, "host": None, "build_attempt": attempt - 1},
+                build_attempt=attempt,
+            )
+            if not started_attempt:
+                return
             await placement.release(conn, uuid)
-        attempt = int(row.build_attempt or 0) + 1
         try:
             dest = await self.rt.bus.call(
-                ctx, "scheduler", "select_destinations", spec=spec, timeout=self.settings.rpc_timeout
+                ctx,
+                "scheduler",
+                "select_destinations",
+                spec=dict(spec, build_attempt=attempt),
+                timeout=self.settings.rpc_timeout,
             )
         except RemoteError as exc:
+            if exc.exc_type == "StaleClaim":
+                log.info("conductor.build_attempt_superseded", instance=uuid, build_attempt=attempt)
+                return
             message = NO_VALID_HOST if exc.exc_type == "NoValidHost" else f"Scheduling failed: {exc.message}"
             await self._fail_build(ctx, uuid, message, None, started, code=500)
             return
@@ -139,12 +155,11 @@ class ConductorManager:
             updated = await records.update_instance(
                 conn,
                 uuid,
-                expect={"deleted": False, "vm_state": states.BUILDING, "host": None, "build_attempt": attempt - 1},
+                expect={"deleted": False, "vm_state": states.BUILDING, "host": None, "build_attempt": attempt},
                 host=host,
                 node=dest["node"],
                 availability_zone=dest.get("availability_zone"),
                 task_state=states.SPAWNING,
-                build_attempt=attempt,
             )
             if not updated:
                 # Deleted (or placed by someone else) while we scheduled it: give the room back.

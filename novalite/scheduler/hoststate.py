@@ -20,6 +20,9 @@ class RequestSpec:
     availability_zone: str | None = None
     force_host: str | None = None
     ignore_hosts: list[str] = field(default_factory=list)
+    #: The build attempt this placement is for; the claim is refused once the instance has
+    #: moved on to another attempt (a request redelivered after its conductor died).
+    build_attempt: int | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RequestSpec:

@@ -220,11 +220,18 @@ class SchedulerManager:
         return chosen, hosts
 
     async def _claim(
-        self, consumer: str, host: HostState, resources: dict[str, int], stats: placement.ClaimStats
+        self,
+        consumer: str,
+        host: HostState,
+        resources: dict[str, int],
+        stats: placement.ClaimStats,
+        build_attempt: int | None = None,
     ) -> bool:
         lock = self._claim_locks.setdefault(host.uuid, asyncio.Lock())
         async with lock:  # our own claims on one host never race each other's generation
-            return await placement.claim(self.rt.db, consumer, host.uuid, resources, stats)
+            return await placement.claim(
+                self.rt.db, consumer, host.uuid, resources, stats, build_attempt=build_attempt
+            )
 
     async def _reload_host(self, provider_uuid: str) -> None:
         """Replace one host's cached usage by the database's (plus the choices still in flight)."""
@@ -266,7 +273,7 @@ class SchedulerManager:
                     host.consume(resources)
                     self.reservations.reserve(consumer, host.uuid, resources)
                     try:
-                        claimed = await self._claim(consumer, host, resources, cost)
+                        claimed = await self._claim(consumer, host, resources, cost, request.build_attempt)
                     except BaseException:
                         self._unreserve(consumer, host.uuid, resources)
                         raise

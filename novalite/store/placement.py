@@ -36,6 +36,11 @@ class ClaimConflict(Exception):
     """The provider's generation moved under us; the caller retries with fresh data."""
 
 
+class StaleClaim(Exception):
+    """The claim is for a build attempt the instance has left (deleted, placed, or retried
+    meanwhile): nothing was claimed, and the caller must not act on the instance."""
+
+
 @dataclass
 class ClaimStats:
     """What claims cost, for the caller to count: transactions run and generation conflicts among them."""
@@ -192,7 +197,36 @@ async def all_usages(conn: Connection) -> dict[str, ProviderUsage]:
     return usages
 
 
-async def _claim_once(conn: Connection, consumer_uuid: str, provider_uuid: str, resources: dict[str, int]) -> bool:
+async def _check_attempt(conn: Connection, consumer_uuid: str, build_attempt: int) -> None:
+    """Lock the instance's row and make sure it still waits for a host in ``build_attempt``.
+
+    The row lock orders this claim against the conductor's start of a new attempt (which
+    updates the row and releases the consumer's claims in one transaction): a claim for
+    the old attempt either commits first and is released, or waits and is refused.
+    Any claim the consumer still holds is from an earlier decision of this attempt, whose
+    answer was lost: it is replaced, never added to (Placement's PUT /allocations).
+    """
+    row = (
+        await conn.execute(
+            sa.select(t.instances.c.build_attempt, t.instances.c.host, t.instances.c.deleted)
+            .where(t.instances.c.uuid == consumer_uuid)
+            .with_for_update()
+        )
+    ).first()
+    if row is None or row.deleted or row.host is not None or int(row.build_attempt) != int(build_attempt):
+        raise StaleClaim(f"instance {consumer_uuid} is no longer waiting for a host in build attempt {build_attempt}")
+    await release(conn, consumer_uuid)
+
+
+async def _claim_once(
+    conn: Connection,
+    consumer_uuid: str,
+    provider_uuid: str,
+    resources: dict[str, int],
+    build_attempt: int | None = None,
+) -> bool:
+    if build_attempt is not None:
+        await _check_attempt(conn, consumer_uuid, build_attempt)
     usage = await provider_usage(conn, provider_uuid)
     if usage is None or not usage.fits(resources):
         return False
@@ -223,19 +257,23 @@ async def claim(
     provider_uuid: str,
     resources: dict[str, int],
     stats: ClaimStats | None = None,
+    *,
+    build_attempt: int | None = None,
 ) -> bool:
     """Atomically allocate ``resources`` on the provider for the consumer.
 
     Returns False when the provider lacks room. Each attempt is its own short
     transaction; a generation conflict retries on fresh data (counted in ``stats``, so the
-    scheduler can tell how much work its races waste).
+    scheduler can tell how much work its races waste). With ``build_attempt`` the
+    consumer is an instance: the claim replaces what it holds, and raises
+    :class:`StaleClaim` if the instance has left that attempt.
     """
     for _ in range(MAX_GENERATION_RETRIES):
         if stats is not None:
             stats.transactions += 1
         try:
             async with db.begin() as conn:
-                return await _claim_once(conn, consumer_uuid, provider_uuid, resources)
+                return await _claim_once(conn, consumer_uuid, provider_uuid, resources, build_attempt)
         except ClaimConflict:
             if stats is not None:
                 stats.conflicts += 1

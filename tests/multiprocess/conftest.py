@@ -149,13 +149,13 @@ class Deployment:
         self, name: str = "ctl", services: str = "api,conductor,scheduler", **env: str
     ) -> Controller:
         port = free_port()
-        extra = dict(
-            NOVALITE_DATABASE_URL=self.db_url,
-            NOVALITE_LISTEN=f"127.0.0.1:{port}",
-            NOVALITE_ADMIN_PASSWORD=ADMIN_PASSWORD,
-            NOVALITE_HOST=name,
-            **env,
-        )
+        extra = {
+            "NOVALITE_DATABASE_URL": self.db_url,
+            "NOVALITE_LISTEN": f"127.0.0.1:{port}",
+            "NOVALITE_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "NOVALITE_HOST": name,
+            **env,  # a test may override any of the above (an all-in-one on SQLite)
+        }
         proc = self.spawn(name, ["serve", "--services", services], self._env(name, extra))
         ctl = Controller(proc, port)
         self.controllers.append(ctl)
