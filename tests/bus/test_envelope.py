@@ -1,0 +1,129 @@
+"""Envelopes: ids that make duplicates harmless, versions that allow a rolling upgrade,
+and no user token on the wire. Each runs on MemoryTransport and on the real RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from novalite.bus import Bus, UnsupportedVersion
+from novalite.bus.client import encode
+from novalite.bus.memory import MemoryTransport
+from novalite.bus.rabbit import RabbitTransport
+from novalite.context import RequestContext
+
+NewBus = Callable[[], Awaitable[Bus]]
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.got: list[Any] = []
+
+    async def record(self, ctx: RequestContext, value: Any, extra: Any = None) -> None:
+        self.got.append(value)
+
+    async def echo(self, ctx: RequestContext, value: Any) -> Any:
+        return value
+
+
+@pytest.fixture(params=["memory", pytest.param("rabbit", marks=pytest.mark.rabbit)])
+async def new_bus(request: pytest.FixtureRequest) -> AsyncIterator[NewBus]:
+    buses: list[Bus] = []
+    memory = MemoryTransport()
+    url = request.getfixturevalue("rabbit_url") if request.param == "rabbit" else None
+
+    async def make() -> Bus:
+        bus = Bus(RabbitTransport(url, reconnect_interval=0.5) if url else memory)
+        await bus.start()
+        buses.append(bus)
+        return bus
+
+    yield make
+    for bus in buses:
+        await bus.close()
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"env-{uuid.uuid4().hex[:8]}"
+
+
+async def settle(check: Callable[[], bool], within: float = 5.0) -> None:
+    for _ in range(int(within / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def raw(method: str, args: dict[str, Any], **extra: Any) -> bytes:
+    return encode({"method": method, "args": args, "context": RequestContext.admin().to_dict(), **extra})
+
+
+async def test_a_message_sent_twice_is_handled_once(new_bus: NewBus, topic: str) -> None:
+    """What a publish retry, a relay restart or a redelivery to a live consumer produces."""
+    server, client = await new_bus(), await new_bus()
+    endpoint = Counter()
+    await server.serve(topic, endpoint)
+    body = Bus.envelope(RequestContext.admin(), "record", {"value": 1})
+    other = Bus.envelope(RequestContext.admin(), "record", {"value": 2})
+    for message in (body, body, other, body):
+        await client.send_encoded(topic, message)
+    await settle(lambda: len(endpoint.got) >= 2)
+    await asyncio.sleep(0.3)
+    assert sorted(endpoint.got) == [1, 2]
+
+
+async def test_calls_with_equal_arguments_are_all_answered(new_bus: NewBus, topic: str) -> None:
+    server, client = await new_bus(), await new_bus()
+    await server.serve(topic, Counter())
+    ctx = RequestContext.admin()
+    answers = await asyncio.gather(*(client.call(ctx, topic, "echo", value=7, timeout=10) for _ in range(5)))
+    assert answers == [7] * 5
+
+
+async def test_a_version_1_message_is_still_understood(new_bus: NewBus, topic: str) -> None:
+    """A 1.x sender (before ids and versions) during a rolling upgrade."""
+    server, client = await new_bus(), await new_bus()
+    endpoint = Counter()
+    await server.serve(topic, endpoint)
+    await client.transport.send(topic, raw("record", {"value": "from 1.0"}))
+    await client.transport.send(topic, raw("record", {"value": "from 1.4"}, version="1.4"))
+    await settle(lambda: len(endpoint.got) == 2)
+    assert sorted(endpoint.got) == ["from 1.0", "from 1.4"]
+
+
+async def test_a_newer_minor_with_an_unknown_optional_argument_is_understood(new_bus: NewBus, topic: str) -> None:
+    server, client = await new_bus(), await new_bus()
+    endpoint = Counter()
+    await server.serve(topic, endpoint)
+    await client.transport.send(topic, raw("record", {"value": 1, "extra": "2.1 field"}, id="x1", version="2.1"))
+    await settle(lambda: endpoint.got == [1])
+
+
+async def test_a_newer_major_is_refused_not_guessed_at(
+    new_bus: NewBus, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, client = await new_bus(), await new_bus()
+    endpoint = Counter()
+    await server.serve(topic, endpoint)
+    monkeypatch.setattr("novalite.bus.client.VERSION", "3.0")  # the sender is a future release
+    with pytest.raises(UnsupportedVersion, match=r"3\.0"):
+        await client.call(RequestContext.admin(), topic, "echo", value=1, timeout=10)
+    await client.cast(RequestContext.admin(), topic, "record", value=1)
+    await asyncio.sleep(0.3)
+    assert endpoint.got == []
+
+
+def test_the_user_token_never_goes_on_the_wire() -> None:
+    ctx = RequestContext(user_id="u1", project_id="p1", roles=["member"], auth_token="gAAAA-secret-token")
+    body = Bus.envelope(ctx, "build_instances", {"instance_uuids": ["i1"]})
+    assert b"gAAAA-secret-token" not in body
+    message = json.loads(body)
+    assert message["context"]["user_id"] == "u1" and "auth_token" not in message["context"]
+    assert message["version"] == "2.0" and len(message["id"]) == 32
