@@ -222,6 +222,9 @@ instances = Table(
     Column("launch_index", Integer, nullable=False, server_default="0"),
     Column("locked", Boolean, nullable=False, server_default="0"),
     Column("locked_reason", Text),
+    # Who locked it, as Nova records it: "owner" (the project) or "admin" (someone else,
+    # an admin). An admin's lock is undone by an admin only (unlock_override).
+    Column("locked_by", String(16)),
     Column("access_ip_v4", String(39)),
     Column("access_ip_v6", String(39)),
     Column("tags", JSON, nullable=False),

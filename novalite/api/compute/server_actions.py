@@ -157,8 +157,15 @@ async def _set_lock(request: web.Request, locked: bool, reason: str | None) -> w
     require_member(ctx, f"os_compute_api:os-lock-server:{action}")
     server_id = request.match_info["server_id"]
     async with runtime(request).db.begin() as conn:
-        await records.visible_instance(conn, ctx, server_id)
-        await records.update_instance(conn, server_id, locked=locked, locked_reason=reason)
+        row = await records.visible_instance(conn, ctx, server_id)
+        if locked:
+            # Nova: the owner when the caller is of the server's project, else an admin.
+            locked_by = "owner" if ctx.project_id == row.project_id else "admin"
+            await records.update_instance(conn, server_id, locked=True, locked_reason=reason, locked_by=locked_by)
+        else:
+            if row.locked and row.locked_by == "admin" and not ctx.is_admin:
+                require_admin(ctx, "os_compute_api:os-lock-server:unlock:unlock_override")
+            await records.update_instance(conn, server_id, locked=False, locked_reason=None, locked_by=None)
         await actions.start_action(conn, server_id, action, ctx.request_id, ctx.user_id, ctx.project_id)
     return web.Response(status=202)
 

@@ -9,7 +9,8 @@ that causes them; the relay sends and deletes them after the commit, so a crash
 between the commit and the send no longer loses a build or a delete.
 ``instances.build_attempt`` numbers the placements of a build, so that a message of an
 earlier attempt (redelivered, or delayed while its host was down) is recognized as stale.
-``cloud_secrets`` keeps keys every controller process must share (the image ticket key).
+``instances.locked_by`` says who locked a server (Nova's "owner" or "admin"), so that
+a member cannot undo an admin's lock. ``cloud_secrets`` keeps keys every controller process must share (the image ticket key).
 """
 
 import sqlalchemy as sa
@@ -37,10 +38,12 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("instances", schema=None) as batch_op:
         batch_op.add_column(sa.Column("build_attempt", sa.Integer(), server_default="0", nullable=False))
+        batch_op.add_column(sa.Column("locked_by", sa.String(16), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("instances", schema=None) as batch_op:
+        batch_op.drop_column("locked_by")
         batch_op.drop_column("build_attempt")
     op.drop_table("cloud_secrets")
     op.drop_table("outbox")
