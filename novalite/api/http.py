@@ -7,6 +7,8 @@ builder can import every handler module at the top.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -61,12 +63,50 @@ async def read_body(request: web.Request) -> bytes:
     raise too_large()
 
 
+#: What no string of a body may hold: NUL (PostgreSQL's text cannot store it) and unpaired UTF-16
+#: surrogates (``"\ud800"``: no UTF-8 encodes them, so neither database nor the JSON encoder can).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:30]} is out of range")
+    return value
+
+
+def _check_strings(body: Any) -> None:
+    """ValueError if a string (key or value) anywhere in ``body`` holds what cannot be stored."""
+    stack = [body]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                raise ValueError("a string holds a NUL character or an unpaired surrogate")
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 def loads(raw: bytes) -> Any:
-    """Parse JSON; too deep a nesting is a ValueError (a 400) like any other malformed body, not a crash."""
+    """Parse JSON; too deep a nesting is a ValueError (a 400) like any other malformed body, not a crash.
+
+    Also a ValueError: what JSON (RFC 8259) has no value for but Python's parser reads anyway
+    (``NaN``, ``Infinity``, ``1e400``), and strings no database can store (NUL, lone surrogates),
+    which would otherwise reach a handler, a query or an error message and crash it.
+    """
     try:
-        return json.loads(raw)
+        body = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite)
     except RecursionError:
         raise ValueError("the JSON is nested too deeply") from None
+    _check_strings(body)
+    return body
 
 
 async def read_json(request: web.Request, *, required: bool = True) -> Any:

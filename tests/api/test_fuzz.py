@@ -171,6 +171,25 @@ def mutated(draw: st.DrawFn, valid: Any, extra_keys: tuple[str, ...] = ()) -> An
     return body
 
 
+#: Characters to slip into an otherwise valid string: NUL (PostgreSQL's text cannot hold it), lone
+#: surrogates (no UTF-8 encodes them), an astral character, a BOM, bidi and delete controls.
+POISON = ["\x00", "\ud800", "\udfff", "\U0001f4a5", "\ufeff", "\u202e", "\x7f"]
+
+
+@st.composite
+def poisoned(draw: st.DrawFn, bodies: Any) -> Any:
+    """A body from ``bodies`` with one odd character slipped into one of its strings."""
+    body = copy.deepcopy(draw(bodies))
+    strings = [path for path in _slots(body) if isinstance(_at(body, path), str)]
+    if not strings:
+        return body
+    path = draw(st.sampled_from(strings))
+    text = _at(body, path)
+    cut = draw(st.integers(0, len(text)))
+    _at(body, path[:-1])[path[-1]] = text[:cut] + draw(st.sampled_from(POISON)) + text[cut:]
+    return body
+
+
 def overlays(valid: dict[str, Any], schema: dict[str, Any], wrap: str | None = None) -> Any:
     """``valid`` with some of its fields replaced by values the schema allows (odd, but allowed):
     these pass validation and reach what the handler does with the values."""
@@ -193,15 +212,17 @@ def fuzz_bodies(
     overlay: dict[str, Any] | None = None,
 ) -> Any:
     """Bodies for one endpoint: from its schemas, a valid body with schema-allowed values laid over
-    it (``overlay``: the schema), mutations of the valid body, and any JSON at all.
+    it (``overlay``: the schema), mutations of the valid body, valid bodies with an odd character
+    in one string, and any JSON at all.
 
     ``wrap`` puts arbitrary values inside ``{wrap: ...}`` too, the envelope every OpenStack body
     has, so they reach the handler's field checks rather than stopping at the envelope.
     """
-    options = [mutated(valid, extra_keys), json_values]
+    options = [mutated(valid, extra_keys), poisoned(st.just(valid)), json_values]
     options.extend(from_schema(schema) for schema in schemas)
     if overlay is not None:
         options.append(overlays(valid, overlay, wrap))
+        options.append(poisoned(overlays(valid, overlay, wrap)))
     if wrap:
         options.append(st.builds(lambda inner: {wrap: inner}, json_values))
     return st.one_of(*options)
@@ -606,7 +627,7 @@ async def test_patch_image(fz: Fuzz) -> None:
 
     @fuzz_settings(SOME)
     @given(
-        body=st.one_of(st.lists(patch_ops, max_size=4), fuzz_bodies(valid)),
+        body=st.one_of(st.lists(patch_ops, max_size=4), fuzz_bodies(valid), poisoned(st.lists(patch_ops, max_size=4))),
         content_type=st.sampled_from(PATCH_TYPES),
     )
     def prop(body: Any, content_type: str) -> None:

@@ -228,7 +228,7 @@ async def test_concurrent_decisions_see_each_other_before_their_claims_finish(mo
     in_flight = Counter[str]()
     seen_in_flight = []
 
-    async def slow_claim(db, consumer, provider, resources, stats=None):
+    async def slow_claim(db, consumer, provider, resources, stats=None, build_attempt=None):
         in_flight[provider] += 1
         seen_in_flight.append(sum(in_flight.values()))
         await asyncio.sleep(0.01)
@@ -258,7 +258,7 @@ async def test_multi_create_form_returns_one_destination_per_uuid(monkeypatch):
     sched = with_hosts(manager(), *three_equal())
     claimed: list[str] = []
 
-    async def claim(db, consumer, provider, resources, stats=None):
+    async def claim(db, consumer, provider, resources, stats=None, build_attempt=None):
         await asyncio.sleep(0)
         claimed.append(consumer)
         return True
@@ -277,7 +277,7 @@ async def test_a_claim_that_finds_the_host_full_decides_again_on_fresh_data(monk
     sched = with_hosts(manager(), host("a", ram=65536, vcpus=16), host("b", ram=8192))
     full_a = host("a", ram=65536, used_ram=65536, vcpus=16).usage
 
-    async def claim(db, consumer, provider, resources, stats=None):
+    async def claim(db, consumer, provider, resources, stats=None, build_attempt=None):
         return provider != "a"
 
     async def reload_host(provider: str) -> None:
