@@ -27,6 +27,10 @@ class RequestContext:
     project_name: str | None = None
     roles: list[str] = field(default_factory=list)
     auth_token: str | None = None
+    #: Who sent the bus message this context came with, as the transport vouches for it
+    #: (novalite.bus.identity); None in-process. Set by the receiving Bus, never read
+    #: from the message itself.
+    sender: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -47,11 +51,12 @@ class RequestContext:
         """
         data = asdict(self)
         data.pop("auth_token", None)
+        data.pop("sender", None)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RequestContext:
-        known = cls.__dataclass_fields__
+        known = set(cls.__dataclass_fields__) - {"sender"}  # a message cannot name its own sender
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod

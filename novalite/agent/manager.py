@@ -27,6 +27,7 @@ from novalite import states
 from novalite.agent.drivers import load_driver
 from novalite.agent.imagecache import Credentials, cache_dir, fetch_image, image_ids
 from novalite.bus import BusError
+from novalite.bus.identity import is_controller
 from novalite.context import RequestContext
 from novalite.log import bind_request_id, get_logger
 from novalite.runtime import Runtime
@@ -70,7 +71,9 @@ class ComputeAgent:
         ctx = RequestContext.admin()
         with bind_request_id(ctx.request_id):
             await self._register(ctx)
-            await self.rt.bus.serve(self.topic, self)
+            # Commands come from controllers only: another host's agent (its broker login
+            # is novalite-agent-<host>) may publish to this queue's exchange, not command us.
+            await self.rt.bus.serve(self.topic, self, accept=is_controller)
             await self.reconcile(ctx)
         self._tasks = [
             asyncio.create_task(self._heartbeat_loop()),

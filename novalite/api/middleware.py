@@ -8,7 +8,15 @@ from typing import Any
 
 from aiohttp import web
 
-from novalite.api.errors import ApiError, MethodNotAllowed, NotFound, Unauthorized, from_domain, keystone_body
+from novalite.api.errors import (
+    ApiError,
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    Unauthorized,
+    from_domain,
+    keystone_body,
+)
 from novalite.api.http import Handler, json_response, runtime, too_large
 from novalite.context import RequestContext, new_request_id
 from novalite.errors import NovaliteError
@@ -42,12 +50,20 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         return response
 
 
+def refuse_nul(request: web.Request) -> None:
+    """400 for a NUL (``%00``) in the path or the query: PostgreSQL's text cannot hold one, so
+    looking the id or filter up would crash (bodies are checked by :func:`~novalite.api.http.loads`)."""
+    if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.query.items()):
+        raise BadRequest("The URL holds a NUL character (%00).")
+
+
 def error_middleware(render: Callable[[ApiError], dict[str, Any]]) -> Any:
     """Render ApiErrors (and aiohttp's own 404/405s, and crashes) in one service's format."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
+            refuse_nul(request)
             return await handler(request)
         except ApiError as err:
             body = keystone_body(err) if err.status == 401 else render(err)

@@ -22,6 +22,7 @@ Exceptions, all raised at the caller::
     BusError                  base of everything below
     ├── TransportError        the transport cannot deliver (broker unreachable, closed)
     ├── NotJSONError          a message or reply is not plain JSON (dict/list/str/int/float/bool/None)
+    ├── NotAuthorized         the sender's identity may not send this (raised by endpoints, see bus.identity)
     ├── CallTimeout           no reply to a call within its timeout
     └── RemoteError           the remote handler raised; ``exc_type`` and ``message`` say what
         ├── UnknownMethod     the remote endpoint has no such method
@@ -36,6 +37,7 @@ from novalite.bus.client import Bus
 from novalite.bus.errors import (
     BusError,
     CallTimeout,
+    NotAuthorized,
     NotJSONError,
     RemoteError,
     TransportError,
@@ -64,6 +66,7 @@ __all__ = [
     "Bus",
     "BusError",
     "CallTimeout",
+    "NotAuthorized",
     "NotJSONError",
     "RemoteError",
     "Transport",

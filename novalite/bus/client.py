@@ -23,6 +23,7 @@ import json
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from novalite.bus.errors import (
@@ -147,17 +148,28 @@ class Bus:
             raise cls(err.get("type", "Exception"), err.get("message", ""), err.get("data"))
         return reply.get("result")
 
-    async def serve(self, topic: str, endpoint: object, *, fanout: bool = False) -> None:
+    async def serve(
+        self,
+        topic: str,
+        endpoint: object,
+        *,
+        fanout: bool = False,
+        accept: Callable[[str | None], bool] | None = None,
+    ) -> None:
         """Dispatch messages on ``topic`` to ``endpoint``'s public coroutine methods.
 
-        Each method is called as ``await endpoint.method(ctx, **args)``. A one-way message
-        whose id was handled (or is being handled) here already is dropped.
+        Each method is called as ``await endpoint.method(ctx, **args)``, with ``ctx.sender``
+        the identity the transport vouches for. A one-way message whose id was handled
+        (or is being handled) here already is dropped. With ``accept``, a message whose
+        sender it refuses is answered :class:`NotAuthorized` (or dropped, if one-way)
+        before any of the endpoint runs.
         """
         seen: OrderedDict[str, None] = OrderedDict()
 
-        async def handle(body: bytes) -> bytes | None:
+        async def handle(body: bytes, sender: str | None) -> bytes | None:
             message = json.loads(body)
             ctx = RequestContext.from_dict(message.get("context") or {})
+            ctx.sender = sender
             method = message.get("method", "")
             with bind_request_id(ctx.request_id):
                 version = str(message.get("version") or "1.0")
@@ -171,6 +183,11 @@ class Bus:
                                 f"{ACCEPTED_MAJORS[-1]}.x, not {version}",
                             }
                         }
+                    )
+                if accept is not None and not accept(sender):
+                    log.warning("bus.sender_refused", topic=topic, method=method, sender=sender)
+                    return encode(
+                        {"error": {"type": "NotAuthorized", "message": f"{sender} may not send to {topic}"}}
                     )
                 message_id = message.get("id")
                 if message_id and not message.get("reply"):

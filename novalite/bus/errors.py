@@ -17,6 +17,11 @@ class NotJSONError(BusError, TypeError):
     """A payload holds something that is not plain JSON; it was not sent."""
 
 
+class NotAuthorized(BusError):
+    """The sender's identity may not send this message (raised by a served endpoint and
+    seen by the caller as a :class:`RemoteError` with ``exc_type`` "NotAuthorized")."""
+
+
 class CallTimeout(BusError, TimeoutError):
     """A call got no reply within its timeout."""
 

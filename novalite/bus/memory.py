@@ -22,15 +22,29 @@ log = get_logger(__name__)
 PREFETCH = 256
 
 
+Item = tuple[bytes, "asyncio.Future[bytes | None] | None", "str | None"]
+
+
 class MemoryTransport(Transport):
-    def __init__(self, prefetch: int = PREFETCH) -> None:
-        self._queues: dict[str, asyncio.Queue[tuple[bytes, asyncio.Future[bytes | None] | None]]] = {}
+    """In-process queues. Its messages have no sender (None) unless it was made by
+    :meth:`peer` with an identity: the test stand-in for a broker login."""
+
+    def __init__(self, prefetch: int = PREFETCH, identity: str | None = None) -> None:
+        self._queues: dict[str, asyncio.Queue[Item]] = {}
         self._fanout: dict[str, list[Handler]] = {}
+        self.identity = identity
         self._tasks: set[asyncio.Task[None]] = set()
         self._prefetch = prefetch
         self._closed = False
 
-    def _queue(self, topic: str) -> asyncio.Queue[tuple[bytes, asyncio.Future[bytes | None] | None]]:
+    def peer(self, identity: str | None) -> MemoryTransport:
+        """Another connection to the same queues, whose messages carry ``identity``."""
+        other = MemoryTransport(self._prefetch, identity)
+        other._queues = self._queues
+        other._fanout = self._fanout
+        return other
+
+    def _queue(self, topic: str) -> asyncio.Queue[Item]:
         queue = self._queues.get(topic)
         if queue is None:
             queue = self._queues[topic] = asyncio.Queue()
@@ -49,13 +63,13 @@ class MemoryTransport(Transport):
             raise TransportError("transport is closed")
         if fanout:
             for handler in list(self._fanout.get(topic, ())):
-                self._spawn(self._run(handler, body, None))
+                self._spawn(self._run(handler, body, None, self.identity))
             return None
         if reply_timeout is None:
-            self._queue(topic).put_nowait((body, None))
+            self._queue(topic).put_nowait((body, None, self.identity))
             return None
         future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-        self._queue(topic).put_nowait((body, future))
+        self._queue(topic).put_nowait((body, future, self.identity))
         try:
             # asyncio.timeout, not wait_for: wait_for can swallow a cancellation (see novalite.tasks).
             async with asyncio.timeout(reply_timeout):
@@ -72,14 +86,16 @@ class MemoryTransport(Transport):
     async def _consume(self, queue: asyncio.Queue, handler: Handler) -> None:  # type: ignore[type-arg]
         slots = asyncio.Semaphore(self._prefetch)
         while True:
-            body, future = await queue.get()
+            body, future, sender = await queue.get()
             await slots.acquire()
-            task = self._spawn(self._run(handler, body, future))
+            task = self._spawn(self._run(handler, body, future, sender))
             task.add_done_callback(lambda _t: slots.release())
 
-    async def _run(self, handler: Handler, body: bytes, future: asyncio.Future[bytes | None] | None) -> None:
+    async def _run(
+        self, handler: Handler, body: bytes, future: asyncio.Future[bytes | None] | None, sender: str | None
+    ) -> None:
         try:
-            reply = await handler(body)
+            reply = await handler(body, sender)
         except Exception as exc:  # the Bus turns handler errors into replies; this is a last resort
             log.exception("bus handler crashed")
             if future is not None and not future.done():

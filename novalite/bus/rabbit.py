@@ -27,6 +27,12 @@ Why it is built this way:
   consumer that dies mid-message leaves it to be redelivered to another. A handler that
   raises is logged and acked (never requeued forever); the :class:`~novalite.bus.Bus`
   already turns endpoint errors into error replies, so this is a last resort.
+* Every message carries ``user_id``, the login it was published with: RabbitMQ refuses a
+  message whose ``user_id`` is not the connection's login, so the consumer's handler
+  gets a sender the broker vouches for (:mod:`novalite.bus.identity`).
+* A per-host agent's connection (login ``novalite-agent-<host>``) is *restricted*: it
+  declares only its own queues and looks the shared exchange up passively, so its
+  broker user needs no right to create or delete anything shared (docs/security-model.md).
 * Handlers run in tasks owned by the transport, not by the AMQP channel, so a
   reconnect does not cancel work half done. The price is at-least-once delivery: a
   message whose ack is lost with the old connection is redelivered and may run twice.
@@ -51,6 +57,7 @@ from aio_pika.abc import (
 from yarl import URL
 
 from novalite.bus.errors import TransportError
+from novalite.bus.identity import ANONYMOUS, agent_host
 from novalite.bus.transport import Handler, Transport
 from novalite.log import get_logger
 from novalite.tasks import cancel_and_wait
@@ -95,6 +102,10 @@ class RabbitTransport(Transport):
         publish_timeout: float = 30.0,
     ) -> None:
         self._url, url_prefetch = _amqp_url(url)
+        #: The login every message is stamped with (``user_id``); AMQP's default is guest.
+        self.identity = self._url.user or "guest"
+        #: An agent's connection declares nothing shared (see the module docstring).
+        self.restricted = agent_host(self.identity) is not None
         self._prefetch = prefetch or url_prefetch or PREFETCH
         self._reconnect_interval = reconnect_interval
         self._connect_timeout = connect_timeout
@@ -136,7 +147,7 @@ class RabbitTransport(Transport):
                 self._sub = await connection.channel()
                 await self._sub.set_qos(prefetch_count=self._prefetch)
                 await self._exchange(EXCHANGE, aio_pika.ExchangeType.DIRECT)
-                await self._sub.declare_exchange(EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+                await self._sub_exchange(EXCHANGE, aio_pika.ExchangeType.DIRECT)
                 replies = await self._sub.declare_queue(self._reply_queue, exclusive=True, auto_delete=True)
                 await replies.consume(self._on_reply, no_ack=True)
             except Exception as exc:
@@ -154,13 +165,19 @@ class RabbitTransport(Transport):
         exchange = self._exchanges.get(name)
         if exchange is None:
             assert self._pub is not None
-            exchange = self._exchanges[name] = await self._pub.declare_exchange(name, kind, durable=True)
+            exchange = self._exchanges[name] = await self._pub.declare_exchange(
+                name, kind, durable=True, passive=self.restricted
+            )
         return exchange
+
+    async def _sub_exchange(self, name: str, kind: aio_pika.ExchangeType) -> AbstractExchange:
+        assert self._sub is not None
+        return await self._sub.declare_exchange(name, kind, durable=True, passive=self.restricted)
 
     async def _topic_exchange(self, topic: str) -> AbstractExchange:
         """The direct exchange, after making sure ``topic``'s durable queue exists and is bound."""
         exchange = await self._exchange(EXCHANGE, aio_pika.ExchangeType.DIRECT)
-        if topic not in self._topics:
+        if topic not in self._topics and not self.restricted:  # an agent's sends need the queue to exist
             assert self._pub is not None
             queue = await self._pub.declare_queue(topic, durable=True)
             await queue.bind(exchange, topic)
@@ -177,11 +194,13 @@ class RabbitTransport(Transport):
             # Not persistent (the listeners' queues are not durable either) and not
             # mandatory: a fan-out nobody listens to is not an error, as in-process.
             fan = FANOUT_PREFIX + topic
-            message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT)
+            message = aio_pika.Message(
+                body, delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT, user_id=self.identity
+            )
             await self._cast(topic, lambda: self._exchange(fan, aio_pika.ExchangeType.FANOUT), "", message)
             return None
         if reply_timeout is None:
-            message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+            message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, user_id=self.identity)
             await self._cast(topic, lambda: self._topic_exchange(topic), topic, message, mandatory=True)
             return None
         correlation_id = uuid.uuid4().hex
@@ -193,6 +212,7 @@ class RabbitTransport(Transport):
             correlation_id=correlation_id,
             reply_to=self._reply_queue,
             expiration=reply_timeout,
+            user_id=self.identity,
         )
         try:
             async with asyncio.timeout(reply_timeout):  # publishing counts against the call's time
@@ -259,15 +279,11 @@ class RabbitTransport(Transport):
         assert self._sub is not None
         try:
             if fanout:
-                exchange = await self._sub.declare_exchange(
-                    FANOUT_PREFIX + topic, aio_pika.ExchangeType.FANOUT, durable=True
-                )
+                exchange = await self._sub_exchange(FANOUT_PREFIX + topic, aio_pika.ExchangeType.FANOUT)
                 queue = await self._sub.declare_queue(exclusive=True, auto_delete=True)
                 await queue.bind(exchange)
             else:
-                exchange = await self._sub.declare_exchange(
-                    EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
-                )
+                exchange = await self._sub_exchange(EXCHANGE, aio_pika.ExchangeType.DIRECT)
                 queue = await self._sub.declare_queue(topic, durable=True)
                 await queue.bind(exchange, topic)
 
@@ -289,7 +305,7 @@ class RabbitTransport(Transport):
     async def _handle(self, topic: str, handler: Handler, message: AbstractIncomingMessage) -> None:
         status = "ok"
         try:
-            reply = await handler(message.body)
+            reply = await handler(message.body, message.user_id or ANONYMOUS)
             if reply is None:
                 reply, status = b"", "none"
         except Exception as exc:
@@ -309,6 +325,7 @@ class RabbitTransport(Transport):
             headers={_STATUS: status},
             correlation_id=request.correlation_id,
             delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+            user_id=self.identity,
         )
         try:
             # Not mandatory: a caller that is gone has given up on the reply.

@@ -12,8 +12,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Awaitable, Callable
 
-#: A consumer: receives the message body, returns the reply body (ignored for casts).
-Handler = Callable[[bytes], Awaitable[bytes | None]]
+#: A consumer: receives the message body and its sender — the identity the transport
+#: vouches for (RabbitMQ: the login that published it), None in-process — and returns
+#: the reply body (ignored for casts).
+Handler = Callable[[bytes, str | None], Awaitable[bytes | None]]
 
 
 class Transport(abc.ABC):
@@ -23,6 +25,8 @@ class Transport(abc.ABC):
     #: process (RabbitMQ: a persistent message in a durable queue). When False, a
     #: service that restarts must re-drive work whose message may have died with it.
     durable: bool = False
+    #: The identity this transport's messages carry to their consumers (None: in-process).
+    identity: str | None = None
 
     @abc.abstractmethod
     async def send(

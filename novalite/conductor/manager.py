@@ -20,6 +20,7 @@ from typing import Any
 
 from novalite import states
 from novalite.bus import CallTimeout, RemoteError
+from novalite.bus.identity import agent_host, is_controller, require_controller, require_host
 from novalite.context import RequestContext
 from novalite.identity import tickets
 from novalite.log import bind_request_id, get_logger
@@ -81,6 +82,7 @@ class ConductorManager:
         it redelivered. Idempotent: an instance that is no longer waiting to be
         scheduled (already placed, deleted, failed) is left alone.
         """
+        require_controller(ctx, "request builds")
         ignore = list(request_spec.get("ignore_hosts") or [])
         await asyncio.gather(
             *(
@@ -230,6 +232,7 @@ class ConductorManager:
         host, or is a later attempt than the one reported on) changes nothing: releasing
         would free another attempt's claim.
         """
+        require_host(ctx, host, "build_failed")
         async with self.rt.db.begin() as conn:
             row = await records.get_instance(conn, instance_uuid)
             if row is None or row.deleted:
@@ -272,6 +275,7 @@ class ConductorManager:
         for a host is scheduled again; one handed to a host gets its build message again,
         for the same attempt (the agent's ``build_start`` check drops a duplicate).
         """
+        require_controller(ctx, "recover builds")
         async with self.rt.db.connect() as conn:
             rows = await records.building_instances(conn)
             full = [await records.get_instance(conn, r.uuid) for r in rows]
@@ -299,6 +303,7 @@ class ConductorManager:
         self, ctx: RequestContext, host: str, binary: str, availability_zone: str | None
     ) -> dict[str, Any]:
         """A heartbeat. Returns the service's admin state so the agent can log it."""
+        require_host(ctx, host, "report_service")
         async with self.rt.db.begin() as conn:
             row = await hosts.upsert_service(conn, host, binary, binary.replace("nova-", ""), availability_zone)
         assert row is not None  # upserted in this transaction
@@ -306,6 +311,7 @@ class ConductorManager:
 
     async def report_compute_node(self, ctx: RequestContext, host: str, resources: dict[str, Any]) -> str:
         """Create or update the host's compute node, resource provider and inventories."""
+        require_host(ctx, host, "report_compute_node")
         node_name = resources.get("hypervisor_hostname") or host
         uuid = hosts.node_uuid(node_name)
         settings = self.settings
@@ -350,6 +356,7 @@ class ConductorManager:
         """May ``host`` still build this instance? False for a stale (redelivered) build message:
         the build was failed meanwhile (host down, timeout), deleted, finished, or moved on
         to another attempt."""
+        require_host(ctx, host, "build_start")
         async with self.rt.db.connect() as conn:
             row = await records.get_instance(conn, instance_uuid)
         return self._is_current_build(row, host, build_attempt)
@@ -371,6 +378,13 @@ class ConductorManager:
         state (a finished build must not revive an instance the watchdog already failed);
         with ``build_attempt`` only if the build is still that attempt.
         """
+        own: str | None = None
+        if not is_controller(ctx.sender):
+            # An agent changes only instances on its own host (checked again in the UPDATE).
+            async with self.rt.db.connect() as conn:
+                row = await records.get_instance(conn, instance_uuid)
+            require_host(ctx, row.host if row is not None else None, f"instance_update of {instance_uuid}")
+            own = agent_host(ctx.sender)
         bad = set(values) - AGENT_WRITABLE
         if bad:
             raise ValueError(f"agents may not set {', '.join(sorted(bad))}")
@@ -380,6 +394,8 @@ class ConductorManager:
             expect["vm_state"] = expect_vm_state
         if build_attempt is not None:
             expect["build_attempt"] = int(build_attempt)
+        if own is not None:
+            expect["host"] = own
         async with self.rt.db.begin() as conn:
             changed = await records.update_instance(conn, instance_uuid, expect=expect, **changes)
             if event:
@@ -402,7 +418,12 @@ class ConductorManager:
 
     async def instance_destroyed(self, ctx: RequestContext, instance_uuid: str, host: str) -> None:
         """The agent removed the guest: free its resources and mark the instance deleted."""
+        require_host(ctx, host, "instance_destroyed")
         async with self.rt.db.begin() as conn:
+            row = await records.get_instance(conn, instance_uuid)
+            if row is None or row.deleted or row.host != host:
+                log.warning("conductor.destroyed_elsewhere", instance=instance_uuid, host=host)
+                return
             await records.finalize_delete(conn, instance_uuid)
             await actions.record_event(
                 conn,
@@ -418,6 +439,7 @@ class ConductorManager:
     async def image_tickets(self, ctx: RequestContext, instance_uuid: str, host: str) -> dict[str, str]:
         """Download tickets for the images an instance on ``host`` boots from (its image, kernel,
         ramdisk): what the agent shows the image API instead of the user's token."""
+        require_host(ctx, host, "image_tickets")
         async with self.rt.db.connect() as conn:
             row = await records.get_instance(conn, instance_uuid)
         if row is None or row.deleted or row.host != host:
@@ -432,11 +454,13 @@ class ConductorManager:
 
     async def instances_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
         """What the database says should live on ``host`` (for the agent's reconciliation)."""
+        require_host(ctx, host, "instances_on_host")
         async with self.rt.db.connect() as conn:
             return [await records.payload_from_row(conn, row) for row in await records.instances_on_host(conn, host)]
 
     async def sync_power_states(self, ctx: RequestContext, host: str, power_states: dict[str, int]) -> None:
         """Record the hypervisor's view: the power state, and the vm_state it implies."""
+        require_host(ctx, host, "sync_power_states")
         if not power_states:
             return
         async with self.rt.db.begin() as conn:
@@ -481,8 +505,10 @@ class ConductorManager:
             except Exception:
                 log.exception("conductor.watchdog_failed")
 
-    async def check_stuck_builds(self) -> list[str]:
+    async def check_stuck_builds(self, ctx: RequestContext | None = None) -> list[str]:
         """Put builds in ERROR that exceeded ``build_timeout`` or whose host is down."""
+        if ctx is not None:
+            require_controller(ctx, "run the build watchdog")
         now = utcnow()
         timeout_before = now - timedelta(seconds=self.settings.build_timeout)
         failed: list[tuple[str, str, str | None]] = []

@@ -46,6 +46,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, overload
 
+from novalite.bus.identity import is_controller
 from novalite.context import RequestContext
 from novalite.log import get_logger
 from novalite.runtime import ControllerRuntime
@@ -124,7 +125,7 @@ class SchedulerManager:
         self._heartbeat: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self.rt.bus.serve(self.topic, self)
+        await self.rt.bus.serve(self.topic, self, accept=is_controller)  # agents may not place servers
         self._heartbeat = asyncio.create_task(self._report_loop())
 
     async def stop(self) -> None:

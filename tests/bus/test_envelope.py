@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from novalite.bus import Bus, UnsupportedVersion
+from novalite.bus import Bus, RemoteError, UnsupportedVersion
 from novalite.bus.client import encode
+from novalite.bus.identity import is_controller
 from novalite.bus.memory import MemoryTransport
 from novalite.bus.rabbit import RabbitTransport
 from novalite.context import RequestContext
@@ -127,3 +128,29 @@ def test_the_user_token_never_goes_on_the_wire() -> None:
     message = json.loads(body)
     assert message["context"]["user_id"] == "u1" and "auth_token" not in message["context"]
     assert message["version"] == "2.0" and len(message["id"]) == 32
+
+
+class Who:
+    async def who(self, ctx: RequestContext) -> Any:
+        return ctx.sender
+
+
+async def test_the_sender_is_the_transports_word_not_the_messages() -> None:
+    """A message cannot name its own sender; a served topic can refuse agent identities."""
+    memory = MemoryTransport()
+    server = Bus(memory)
+    agent = Bus(memory.peer("novalite-agent-hv1"))
+    await server.start()
+    await server.serve("who", Who())
+    await server.serve("commands", Who(), accept=is_controller)
+    ctx = RequestContext.admin()
+    assert await agent.call(ctx, "who", "who", timeout=5) == "novalite-agent-hv1"
+    # Claiming another sender inside the message changes nothing.
+    forged = encode({"method": "who", "args": {}, "context": {**ctx.to_dict(), "sender": None}, "reply": True})
+    reply = await agent.transport.send("who", forged, reply_timeout=5)
+    assert json.loads(reply or b"{}")["result"] == "novalite-agent-hv1"
+    with pytest.raises(RemoteError) as info:
+        await agent.call(ctx, "commands", "who", timeout=5)
+    assert info.value.exc_type == "NotAuthorized"
+    assert await server.call(ctx, "commands", "who", timeout=5) is None  # in-process: no sender, trusted
+    await server.close()

@@ -216,7 +216,7 @@ async def test_stale_call_expires_unprocessed(
     await asyncio.sleep(0.3)
     got: list[bytes] = []
 
-    async def handler(body: bytes) -> bytes:
+    async def handler(body: bytes, sender: str | None) -> bytes:
         got.append(body)
         return body
 
@@ -232,7 +232,7 @@ async def test_handler_crash_is_reported_and_acked(
     client, server = await rabbit(), await rabbit()
     calls: list[bytes] = []
 
-    async def handler(body: bytes) -> bytes:
+    async def handler(body: bytes, sender: str | None) -> bytes:
         calls.append(body)
         raise RuntimeError("boom")
 
@@ -253,7 +253,7 @@ async def test_prefetch_bounds_messages_in_flight(
     release = asyncio.Event()
     running, most, done = 0, 0, 0
 
-    async def handler(body: bytes) -> None:
+    async def handler(body: bytes, sender: str | None) -> None:
         nonlocal running, most, done
         running += 1
         most = max(most, running)
@@ -277,7 +277,7 @@ CONSUMER_THAT_DIES = textwrap.dedent(
     from novalite.bus.rabbit import RabbitTransport
 
     async def main(url, topic):
-        async def handler(body):
+        async def handler(body, sender):
             sys.stdout.write("GOT " + body.decode() + "\\n")
             sys.stdout.flush()
             os._exit(1)  # dies before the transport acks
