@@ -116,3 +116,19 @@ async def test_a_second_check_waits_for_the_first_transaction(cloud):
     release.set()
     assert await asyncio.wait_for(holder, 5) == 1
     assert await asyncio.wait_for(same, 5) == 1
+
+
+async def test_concurrent_keypair_creates_accept_exactly_the_quota(cloud):
+    who = await make_person(cloud, "keyracer", "keyracers", "member")
+    async with cloud.rt.db.begin() as conn:
+        await set_limits(conn, who.project_id, {"key_pairs": 3})
+    results = await asyncio.gather(
+        *(
+            cloud.post(f"{C}/os-keypairs", json={"keypair": {"name": f"k{i}"}}, token=who.token, microversion="2.10")
+            for i in range(20)
+        )
+    )
+    statuses = collections.Counter(r.status for r in results)
+    assert statuses == {201: 3, 403: 17}, statuses  # 2.10: the server generates each key
+    r = await cloud.get(f"{C}/os-keypairs", token=who.token, microversion=MV)
+    assert len(r.body["keypairs"]) == 3, r

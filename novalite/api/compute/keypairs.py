@@ -26,7 +26,7 @@ from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.validation import name_schema, validate
 from novalite.store import keypairs as store
 from novalite.store.keypairs import NewKeypair
-from novalite.store.quotas import limits_for
+from novalite.store.quotas import limits_for, lock_project_usage
 from novalite.timeutil import iso_micro, utcnow
 
 routes = web.RouteTableDef()
@@ -42,7 +42,8 @@ def _build_schema(with_type: bool, with_user: bool, v2_92: bool) -> dict[str, An
     if with_type:
         props["type"] = {"type": "string", "enum": ["ssh", "x509"]}
     if with_user:
-        props["user_id"] = {"type": "string"}
+        # At most the users.id column (a Keystone user id): a longer one cannot be stored.
+        props["user_id"] = {"type": "string", "maxLength": 64}
     return {
         "type": "object",
         "properties": {
@@ -233,6 +234,8 @@ async def create_keypair(request: web.Request) -> web.Response:
             fingerprint = ssh_fingerprint(public_key)
     rt = runtime(request)
     async with rt.db.begin() as conn:
+        # The check and the insert are one step per user (any number of API processes).
+        await lock_project_usage(conn, f"key_pairs:{user_id}")
         allowed = (await limits_for(conn, rt.settings, ctx.project_id or ""))["key_pairs"]
         used = await store.count_keypairs(conn, user_id)
         if allowed >= 0 and used + 1 > allowed:
