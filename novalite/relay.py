@@ -94,9 +94,10 @@ class OutboxRelay:
 
     async def _flush_batch(self) -> tuple[int, bool]:
         db = self.rt.db
-        if db.is_sqlite:
+        if db.is_sqlite and self.rt.bus.durable:
             # One process owns an SQLite file: nobody else sends these rows. Do not hold
-            # the one connection while sending (everything else in the process waits on it).
+            # the one connection while a broker confirms (everything else waits on it);
+            # in-process sends below are a queue put, so there one transaction is cheaper.
             async with db.connect() as conn:
                 batch = await outbox.pending(conn, BATCH)
             done, error = await self._send(batch)

@@ -112,28 +112,15 @@ class ConductorManager:
         uuid = spec["instance_uuid"]
         started = utcnow()
         async with self.rt.db.begin() as conn:
-            row = await records.get_instance(conn, uuid)
-            if row is None or row.deleted or row.vm_state != states.BUILDING or row.host is not None:
-                log.info(
-                    "conductor.build_request_stale",
-                    instance=uuid,
-                    vm_state=row.vm_state if row is not None else None,
-                    host=row.host if row is not None else None,
-                )
-                return
             # A new attempt: from now on the scheduler refuses claims for the old one (a
             # request redelivered after its conductor died), and a claim the old one left
             # (made, but the host never recorded) is given back, in the same transaction.
-            attempt = int(row.build_attempt or 0) + 1
-            started_attempt = await records.update_instance(
-                conn,
-                uuid,
-                expect={"deleted": False, "vm_state": states.BUILDING, "host": None, "build_attempt": attempt - 1},
-                build_attempt=attempt,
-            )
-            if not started_attempt:
+            attempt = await records.start_build_attempt(conn, uuid)
+            if attempt is None:
+                log.info("conductor.build_request_stale", instance=uuid)
                 return
-            await placement.release(conn, uuid)
+            if attempt > 1:
+                await placement.release(conn, uuid)
         try:
             dest = await self.rt.bus.call(
                 ctx,

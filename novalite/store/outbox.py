@@ -31,9 +31,21 @@ class OutboxMessage:
     body: str
 
 
+# Built once: these run for every message, and building a statement (and its cache key)
+# costs more than executing it on SQLite.
+_INSERT = t.outbox.insert()
+_PENDING = (
+    sa.select(t.outbox.c.id, t.outbox.c.topic, t.outbox.c.body)
+    .order_by(t.outbox.c.id)
+    .limit(sa.bindparam("limit"))
+)
+_PENDING_LOCKED = _PENDING.with_for_update(skip_locked=True)
+_DELETE = t.outbox.delete().where(t.outbox.c.id.in_(sa.bindparam("ids", expanding=True)))
+
+
 async def enqueue(conn: Connection, topic: str, body: str) -> None:
     """Queue ``body`` for ``topic``; it is sent once (and only if) this transaction commits."""
-    await conn.execute(t.outbox.insert().values(topic=topic, body=body, created_at=utcnow()))
+    await conn.execute(_INSERT, {"topic": topic, "body": body, "created_at": utcnow()})
     signal_after_commit(conn, SIGNAL)
 
 
@@ -43,15 +55,13 @@ async def pending(conn: Connection, limit: int, *, lock: bool = False) -> list[O
     With ``lock`` (PostgreSQL) the rows are locked ``FOR UPDATE SKIP LOCKED`` until the
     caller's transaction ends, so two relays never send the same message at once.
     """
-    query = sa.select(t.outbox.c.id, t.outbox.c.topic, t.outbox.c.body).order_by(t.outbox.c.id).limit(limit)
-    if lock:
-        query = query.with_for_update(skip_locked=True)
-    return [OutboxMessage(r.id, r.topic, r.body) for r in await conn.execute(query)]
+    query = _PENDING_LOCKED if lock else _PENDING
+    return [OutboxMessage(r.id, r.topic, r.body) for r in await conn.execute(query, {"limit": limit})]
 
 
 async def delete(conn: Connection, ids: Sequence[int]) -> None:
     if ids:
-        await conn.execute(t.outbox.delete().where(t.outbox.c.id.in_(list(ids))))
+        await conn.execute(_DELETE, {"ids": list(ids)})
 
 
 async def count(conn: Connection) -> int:

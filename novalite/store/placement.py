@@ -197,6 +197,13 @@ async def all_usages(conn: Connection) -> dict[str, ProviderUsage]:
     return usages
 
 
+_LOCK_INSTANCE = (
+    sa.select(t.instances.c.build_attempt, t.instances.c.host, t.instances.c.deleted)
+    .where(t.instances.c.uuid == sa.bindparam("uuid_"))
+    .with_for_update()
+)
+
+
 async def _check_attempt(conn: Connection, consumer_uuid: str, build_attempt: int) -> None:
     """Lock the instance's row and make sure it still waits for a host in ``build_attempt``.
 
@@ -206,13 +213,7 @@ async def _check_attempt(conn: Connection, consumer_uuid: str, build_attempt: in
     Any claim the consumer still holds is from an earlier decision of this attempt, whose
     answer was lost: it is replaced, never added to (Placement's PUT /allocations).
     """
-    row = (
-        await conn.execute(
-            sa.select(t.instances.c.build_attempt, t.instances.c.host, t.instances.c.deleted)
-            .where(t.instances.c.uuid == consumer_uuid)
-            .with_for_update()
-        )
-    ).first()
+    row = (await conn.execute(_LOCK_INSTANCE, {"uuid_": consumer_uuid})).first()
     if row is None or row.deleted or row.host is not None or int(row.build_attempt) != int(build_attempt):
         raise StaleClaim(f"instance {consumer_uuid} is no longer waiting for a host in build attempt {build_attempt}")
     await release(conn, consumer_uuid)

@@ -92,6 +92,30 @@ async def update_instance(
     return bool(result.rowcount)
 
 
+_START_BUILD_ATTEMPT = (
+    t.instances.update()
+    .where(
+        t.instances.c.uuid == sa.bindparam("uuid_"),
+        t.instances.c.vm_state == states.BUILDING,
+        t.instances.c.host.is_(None),
+        t.instances.c.deleted.is_(False),
+    )
+    .values(build_attempt=t.instances.c.build_attempt + 1, updated_at=sa.bindparam("now"))
+    .returning(t.instances.c.build_attempt)
+)
+
+
+async def start_build_attempt(conn: Connection, instance_uuid: str) -> int | None:
+    """Begin the next build attempt of an instance that waits for a host; its number, or
+    None if the instance does not wait for one (deleted, placed, failed, gone).
+
+    One statement (a conditional increment), because it runs once per server built.
+    """
+    result = await conn.execute(_START_BUILD_ATTEMPT, {"uuid_": instance_uuid, "now": utcnow()})
+    row = result.first()
+    return int(row[0]) if row is not None else None
+
+
 @dataclass(frozen=True)
 class NewInstances:
     """One ``POST /servers``: ``count`` instances alike but for name, hostname and launch index."""

@@ -59,6 +59,9 @@ WRITABLE_CORE = frozenset(
 )
 CORE = READ_ONLY | WRITABLE_CORE
 MAX_TAG_LEN = 255
+#: The owner is a project id: at most the owner column's 64 characters (Glance allows 255; a
+#: longer value than the column cannot be stored).
+MAX_OWNER_LEN = 64
 MAX_PROPERTY_VALUE = 65535
 
 
@@ -137,8 +140,8 @@ def validate_core(name: str, value: Any) -> Any:
             raise schema_error(name, f"{value!r} is out of range (0 to 2147483647)")
         return value
     if name == "owner":
-        if value is not None and (not isinstance(value, str) or len(value) > 255):
-            raise schema_error(name, f"{value!r} is not a string of at most 255 characters")
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_OWNER_LEN):
+            raise schema_error(name, f"{value!r} is not a string of at most {MAX_OWNER_LEN} characters")
         return value
     if name == "tags":
         if not isinstance(value, list):

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from novalite.api.http import json_response
-from novalite.api.image.common import CONTAINER_FORMATS, DISK_FORMATS, READ_ONLY, VISIBILITIES
+from novalite.api.image.common import CONTAINER_FORMATS, DISK_FORMATS, MAX_OWNER_LEN, READ_ONLY, VISIBILITIES
 
 routes = web.RouteTableDef()
 
@@ -33,7 +33,7 @@ def image_schema() -> dict[str, Any]:
         "checksum": {**nullable_str, "maxLength": 32},
         "os_hash_algo": {**nullable_str, "maxLength": 64},
         "os_hash_value": {**nullable_str, "maxLength": 128},
-        "owner": {**nullable_str, "maxLength": 255},
+        "owner": {**nullable_str, "maxLength": MAX_OWNER_LEN},
         "size": {"type": ["null", "integer"]},
         "virtual_size": {"type": ["null", "integer"]},
         "container_format": {"type": ["null", "string"], "enum": [None, *CONTAINER_FORMATS]},
