@@ -35,6 +35,7 @@ from novalite.timeutil import parse_iso, utcnow
 log = get_logger("novalite.conductor")
 
 NO_VALID_HOST = "No valid host was found. There are not enough hosts available."
+SCHEDULING_TIMED_OUT = "Scheduling timed out: no scheduler answered."
 #: Columns an agent may set through ``instance_update``.
 AGENT_WRITABLE = {"vm_state", "task_state", "power_state", "launched_at", "terminated_at", "progress"}
 
@@ -84,43 +85,54 @@ class ConductorManager:
         """
         require_controller(ctx, "request builds")
         ignore = list(request_spec.get("ignore_hosts") or [])
-        await asyncio.gather(
-            *(
-                self._schedule_and_build(ctx, dict(request_spec, instance_uuid=uuid, ignore_hosts=ignore))
-                for uuid in instance_uuids
-            )
-        )
+        specs = [dict(request_spec, instance_uuid=uuid, ignore_hosts=ignore) for uuid in instance_uuids]
+        await self._schedule_and_build(ctx, specs)
 
-    async def _schedule_and_build(self, ctx: RequestContext, spec: dict[str, Any]) -> None:
+    async def _schedule_and_build(self, ctx: RequestContext, specs: list[dict[str, Any]]) -> None:
         with bind_request_id(ctx.request_id):
-            uuid = spec["instance_uuid"]
-            if uuid in self._scheduling:
-                log.info("conductor.duplicate_build_request", instance=uuid)
-                return
-            self._scheduling.add(uuid)
+            fresh = [s for s in specs if s["instance_uuid"] not in self._scheduling]
+            if len(fresh) < len(specs):
+                log.info("conductor.duplicate_build_request", instances=len(specs) - len(fresh))
+            mine = {s["instance_uuid"] for s in fresh}
+            self._scheduling |= mine
             try:
-                await self._schedule_one(ctx, spec)
+                if len(fresh) == 1:
+                    await self._schedule_one(ctx, fresh[0])
+                elif fresh:
+                    await self._schedule_many(ctx, fresh)
             except Exception:
                 # Left in SCHEDULING: a redelivery, the next start's recovery or the build
                 # watchdog ends it; never a silent BUILD forever.
-                log.exception("conductor.schedule_crashed", instance=uuid)
+                log.exception("conductor.schedule_crashed", instances=sorted(mine))
                 raise
             finally:
-                self._scheduling.discard(uuid)
+                self._scheduling -= mine
+
+    async def _start_attempts(self, uuids: list[str]) -> dict[str, int]:
+        """Start the next build attempt of each instance still waiting for a host.
+
+        From then on the scheduler refuses claims for an older attempt (a request
+        redelivered after its conductor died), and a claim the old attempt left (made, but
+        its host never recorded) is given back, in the same transaction.
+        """
+        attempts: dict[str, int] = {}
+        async with self.rt.db.begin() as conn:
+            for uuid in uuids:
+                attempt = await records.start_build_attempt(conn, uuid)
+                if attempt is None:
+                    log.info("conductor.build_request_stale", instance=uuid)
+                    continue
+                if attempt > 1:
+                    await placement.release(conn, uuid)
+                attempts[uuid] = attempt
+        return attempts
 
     async def _schedule_one(self, ctx: RequestContext, spec: dict[str, Any]) -> None:
         uuid = spec["instance_uuid"]
         started = utcnow()
-        async with self.rt.db.begin() as conn:
-            # A new attempt: from now on the scheduler refuses claims for the old one (a
-            # request redelivered after its conductor died), and a claim the old one left
-            # (made, but the host never recorded) is given back, in the same transaction.
-            attempt = await records.start_build_attempt(conn, uuid)
-            if attempt is None:
-                log.info("conductor.build_request_stale", instance=uuid)
-                return
-            if attempt > 1:
-                await placement.release(conn, uuid)
+        attempt = (await self._start_attempts([uuid])).get(uuid)
+        if attempt is None:
+            return
         try:
             dest = await self.rt.bus.call(
                 ctx,
@@ -133,12 +145,56 @@ class ConductorManager:
             if exc.exc_type == "StaleClaim":
                 log.info("conductor.build_attempt_superseded", instance=uuid, build_attempt=attempt)
                 return
-            message = NO_VALID_HOST if exc.exc_type == "NoValidHost" else f"Scheduling failed: {exc.message}"
-            await self._fail_build(ctx, uuid, message, None, started, code=500)
+            await self._fail_build(ctx, uuid, scheduling_failure(exc), None, started, code=500)
             return
         except CallTimeout:
-            await self._fail_build(ctx, uuid, "Scheduling timed out: no scheduler answered.", None, started)
+            await self._fail_build(ctx, uuid, SCHEDULING_TIMED_OUT, None, started)
             return
+        await self._hand_over(ctx, spec, attempt, dest, started)
+
+    async def _schedule_many(self, ctx: RequestContext, specs: list[dict[str, Any]]) -> None:
+        """A multi-create in one decision, as Nova: every instance is placed, or none is
+        (all ERROR with "No valid host was found")."""
+        started = utcnow()
+        attempts = await self._start_attempts([s["instance_uuid"] for s in specs])
+        specs = [s for s in specs if s["instance_uuid"] in attempts]
+        if not specs:
+            return
+        uuids = [s["instance_uuid"] for s in specs]
+        try:
+            dests = await self.rt.bus.call(
+                ctx,
+                "scheduler",
+                "select_destinations",
+                spec=dict(specs[0], build_attempts=attempts),
+                instance_uuids=uuids,
+                timeout=self.settings.rpc_timeout,
+            )
+        except RemoteError as exc:
+            if exc.exc_type == "StaleClaim":
+                # One of them moved on meanwhile (a duplicate request); nothing was claimed.
+                # Place the others one by one, each in a new attempt.
+                log.info("conductor.multi_create_superseded", instances=len(uuids))
+                await asyncio.gather(*(self._schedule_one(ctx, s) for s in specs))
+                return
+            message = scheduling_failure(exc)
+            await asyncio.gather(*(self._fail_build(ctx, u, message, None, started, code=500) for u in uuids))
+            return
+        except CallTimeout:
+            await asyncio.gather(*(self._fail_build(ctx, u, SCHEDULING_TIMED_OUT, None, started) for u in uuids))
+            return
+        await asyncio.gather(
+            *(
+                self._hand_over(ctx, spec, attempts[spec["instance_uuid"]], dest, started)
+                for spec, dest in zip(specs, dests, strict=True)
+            )
+        )
+
+    async def _hand_over(
+        self, ctx: RequestContext, spec: dict[str, Any], attempt: int, dest: dict[str, Any], started: Any
+    ) -> None:
+        """Record the chosen host and commit the build message to it (the outbox), together."""
+        uuid = spec["instance_uuid"]
         host = dest["host"]
         async with self.rt.db.begin() as conn:
             updated = await records.update_instance(
@@ -151,8 +207,9 @@ class ConductorManager:
                 task_state=states.SPAWNING,
             )
             if not updated:
-                # Deleted (or placed by someone else) while we scheduled it: give the room back.
-                await placement.release(conn, uuid)
+                # Deleted while we scheduled it (the delete freed its claims), or another
+                # attempt took over (its claim is not ours to free): nothing to hand over.
+                log.info("conductor.build_gone_while_scheduling", instance=uuid, build_attempt=attempt)
                 return
             await actions.record_event(
                 conn,
@@ -273,7 +330,7 @@ class ConductorManager:
             count += 1
             if row.host is None:
                 log.warning("conductor.recover_schedule", instance=row.uuid)
-                self._spawn(self._schedule_and_build(ctx, dict(spec_from_row(row, []), instance_uuid=row.uuid)))
+                self._spawn(self._schedule_and_build(ctx, [dict(spec_from_row(row, []), instance_uuid=row.uuid)]))
                 continue
             log.warning("conductor.recover_build_message", instance=row.uuid, host=row.host)
             async with self.rt.db.begin() as conn:
@@ -535,6 +592,11 @@ class ConductorManager:
             if aborted:
                 log.warning("conductor.build_aborted", instance=uuid, reason=message)
         return [f[0] for f in failed]
+
+
+def scheduling_failure(exc: RemoteError) -> str:
+    """The fault message of a build the scheduler could not place."""
+    return NO_VALID_HOST if exc.exc_type == "NoValidHost" else f"Scheduling failed: {exc.message}"
 
 
 def spec_from_row(row: Any, ignore_hosts: list[str]) -> dict[str, Any]:

@@ -334,14 +334,18 @@ class SchedulerManager:
 
         Without ``instance_uuids``: one destination for ``spec["instance_uuid"]``, with
         ``alternates`` runners-up. With it: a list, one destination per uuid in that order,
-        all claimed, or none (NoValidHost after releasing what was claimed).
+        all claimed, or none (NoValidHost after releasing what was claimed);
+        ``spec["build_attempts"]`` then maps each uuid to its build attempt.
 
         Raises NoValidHost (a RemoteError of that type at the caller) when nothing fits.
         """
         await self.refresh()
         if instance_uuids is None:
             return await self._place(RequestSpec.from_dict(spec), alternates)
-        requests = [RequestSpec.from_dict(dict(spec, instance_uuid=u)) for u in instance_uuids]
+        attempts = spec.get("build_attempts") or {}
+        requests = [
+            RequestSpec.from_dict(dict(spec, instance_uuid=u, build_attempt=attempts.get(u))) for u in instance_uuids
+        ]
         # One decision: each placement's choice is consumed before the next is chosen (the
         # tasks run in order up to their first await), and the claims then run side by side,
         # serialized per host.

@@ -113,3 +113,28 @@ async def test_multi_create_is_all_or_nothing(cloud):
         timeout=30,
     )
     assert Counter(d["host"] for d in dests) == {h: 2 for h in HOSTS}
+
+
+async def test_multi_create_that_does_not_fit_places_none(cloud):
+    """Nova places a multi-create in one decision: all of it, or none (each ERROR, no valid host)."""
+    await unlimited_quota(cloud)
+    image = await make_image(cloud)
+    # m1.xlarge (8 vCPUs, 16 GB, 160 GB): 2 per host by RAM (32 GB), 6 in all; 20 asked for.
+    r = await create_server(cloud, image, name="toobig", flavor="5", min_count=20, max_count=20)
+    assert r.status == 202, r
+    listed = await cloud.get("/compute/v2.1/servers?name=toobig")
+    ids = [s["id"] for s in listed.body["servers"]]
+    assert len(ids) == 20
+    for uuid in ids:
+        server = await wait_status(cloud, uuid, "ERROR", timeout=30)
+        assert server["fault"]["message"] == "No valid host was found. There are not enough hosts available."
+    stats = await cloud.get("/compute/v2.1/os-hypervisors/statistics", microversion="2.87")
+    assert stats.body["hypervisor_statistics"]["vcpus_used"] == 0, stats  # nothing left claimed
+    # And the same hosts still place a multi-create that fits, in one decision.
+    r = await create_server(cloud, image, name="fits", flavor="5", min_count=6, max_count=6)
+    assert r.status == 202, r
+    listed = await cloud.get("/compute/v2.1/servers?name=fits")
+    hosts: Counter[str] = Counter()
+    for s in listed.body["servers"]:
+        hosts[(await wait_status(cloud, s["id"], "ACTIVE", timeout=30))["OS-EXT-SRV-ATTR:host"]] += 1
+    assert hosts == {"hv-1": 2, "hv-2": 2, "hv-3": 2}, hosts

@@ -118,7 +118,7 @@ async def _console_output(request: web.Request, body: Any) -> web.Response:
     if length is not None:
         try:
             length = int(length)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise BadRequest(
                 f"Invalid input for field/attribute length. Value: {length}. '{length}' is not of type 'integer'"
             ) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 import secrets
 import uuid as uuidlib
@@ -112,8 +113,8 @@ UPDATE_SCHEMA: dict[str, Any] = {
             "properties": {
                 "name": name_schema(),
                 "description": {"type": ["string", "null"], "maxLength": 255},
-                "accessIPv4": {"type": "string"},
-                "accessIPv6": {"type": "string"},
+                "accessIPv4": {"type": "string", "format": "ipv4"},
+                "accessIPv6": {"type": "string", "format": "ipv6"},
                 "OS-DCF:diskConfig": {"type": "string", "enum": ["AUTO", "MANUAL"]},
                 "hostname": {"type": "string", "minLength": 1, "maxLength": 255},
             },
@@ -123,6 +124,17 @@ UPDATE_SCHEMA: dict[str, Any] = {
     "required": ["server"],
     "additionalProperties": False,
 }
+
+
+def canonical_ip(value: str | None) -> str | None:
+    """An address in its shortest form (an IPv6 address written out in full is 45
+    characters; stored, it is at most 39), or None for none."""
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return value  # the schema's format check has the last word
 
 
 def sanitize_hostname(name: str) -> str:
@@ -327,8 +339,8 @@ async def create(request: web.Request) -> web.Response:
                 key_data=key_data,
                 user_data=user_data,
                 config_drive=to_bool(server.get("config_drive", False)),
-                access_ip_v4=server.get("accessIPv4"),
-                access_ip_v6=server.get("accessIPv6"),
+                access_ip_v4=canonical_ip(server.get("accessIPv4")),
+                access_ip_v6=canonical_ip(server.get("accessIPv6")),
                 tags=list(server.get("tags") or []),
                 scheduler_hints=dict(hints, **({"force_host": force_host} if force_host else {})),
                 metadata=meta,
@@ -548,9 +560,9 @@ async def update(request: web.Request) -> web.Response:
     if "description" in body:
         values["display_description"] = body["description"]
     if "accessIPv4" in body:
-        values["access_ip_v4"] = body["accessIPv4"] or None
+        values["access_ip_v4"] = canonical_ip(body["accessIPv4"])
     if "accessIPv6" in body:
-        values["access_ip_v6"] = body["accessIPv6"] or None
+        values["access_ip_v6"] = canonical_ip(body["accessIPv6"])
     if "hostname" in body:
         values["hostname"] = sanitize_hostname(body["hostname"])
     rt = runtime(request)
