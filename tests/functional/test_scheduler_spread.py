@@ -125,8 +125,8 @@ async def test_multi_create_that_does_not_fit_places_none(cloud):
     listed = await cloud.get("/compute/v2.1/servers?name=toobig")
     ids = [s["id"] for s in listed.body["servers"]]
     assert len(ids) == 20
-    for uuid in ids:
-        server = await wait_status(cloud, uuid, "ERROR", timeout=30)
+    for server_id in ids:
+        server = await wait_status(cloud, server_id, "ERROR", timeout=30)
         assert server["fault"]["message"] == "No valid host was found. There are not enough hosts available."
     stats = await cloud.get("/compute/v2.1/os-hypervisors/statistics", microversion="2.87")
     assert stats.body["hypervisor_statistics"]["vcpus_used"] == 0, stats  # nothing left claimed

@@ -96,7 +96,7 @@ async def test_controller_killed_while_scheduling(deployment: Deployment) -> Non
         assert n == 3, (uuid, n)  # VCPU, MEMORY_MB and DISK_GB, once each
         assert node == settled[uuid]["OS-EXT-SRV-ATTR:hypervisor_hostname"]
     assert (await pg_rows(dep, "SELECT count(*) AS n FROM outbox"))[0]["n"] == 0
-    print(f"controller killed with {len(accepted)} accepted; all {len(ids)} ACTIVE {elapsed:.1f}s after restart, {by_host}")
+    print(f"controller killed, {len(accepted)} accepted; all {len(ids)} ACTIVE {elapsed:.1f}s after restart: {by_host}")
 
 
 async def test_all_in_one_killed_while_guests_boot(deployment: Deployment) -> None:
