@@ -67,7 +67,12 @@ def error_middleware(render: Callable[[ApiError], dict[str, Any]]) -> Any:
             return await handler(request)
         except ApiError as err:
             body = keystone_body(err) if err.status == 401 else render(err)
-            return json_response(body, err.status, err.headers)
+            headers = err.headers
+            if err.status == 401 and "WWW-Authenticate" not in headers:
+                # Keystone names itself on every 401, a refused login too (clients follow it).
+                uri = f'Keystone uri="{runtime(request).settings.public_base}/identity"'
+                headers = {**headers, "WWW-Authenticate": uri}
+            return json_response(body, err.status, headers)
         except NovaliteError as exc:
             mapped = from_domain(exc)
             return json_response(render(mapped), mapped.status)

@@ -7,27 +7,43 @@ caller gets. The callers are
   and login);
 - ``reader``: a ``reader`` of project alpha, the project that owns the resources;
 - ``member``: a ``member`` of alpha, who created them;
+- ``manager``: a ``manager`` of alpha (Keystone's project-manager persona; the token also carries
+  the implied ``member`` and ``reader``). It may do all a member may in alpha, but it is another
+  user: the member's key pair, tokens and user record are not its own;
 - ``other``: a ``member`` of project beta — for alpha's server, key pair, private image and
   private flavor it must get 404 (never 403, which would confirm the id exists) and never
   their data; for admin-only APIs 403;
-- ``admin``: the cloud admin.
+- ``admin``: the cloud admin;
+- ``expired``, ``revoked``: the admin's tokens, one moved past its expiry in the database, one
+  revoked through ``DELETE /v3/auth/tokens`` (what ``openstack token revoke`` does). They have no
+  column: each must get exactly what ``none`` gets, on every row — the most privileged token, once
+  dead, opens nothing.
+
+The manager column is what novalite implements and what the OpenStack defaults give a
+project-scoped ``manager``: Nova (2025.2, the first release with a project-manager persona)
+opens to it only the migration APIs, which novalite does not have, so on every route here it
+is a member of its project; Keystone's manager rights (users, projects, role assignments) are
+the *domain* manager's, for domain-scoped tokens, which novalite does not issue — so grants
+stay admin-only.
 
 The policies follow the OpenStack defaults (Nova's ``PROJECT_READER_OR_ADMIN`` for
 reads, ``PROJECT_MEMBER_OR_ADMIN`` for changes, ``ADMIN`` for os-hypervisors,
 os-services, os-aggregates, flavor management, quota changes...; Keystone's admin-or-self
 rules; Glance's secure-RBAC member/reader rules). Nova key pairs belong to a user, not a
-project, so alpha's reader gets 404 for the member's key pair as any other user would.
+project, so alpha's reader and manager get 404 for the member's key pair as any other user would.
 
 ``test_every_route_has_a_decided_policy`` walks the routes registered in the aiohttp app
 (and the server actions the action route dispatches to) and fails for any route without
 a row: no route ships without a decided policy. Each GET row is also checked with HEAD.
 
-Every error answer is checked to be in its API's error format; no answer to ``none`` or
-``other`` may contain alpha's data (the resources' names, metadata, key, image bytes all
-carry the marker :data:`SECRET`), and no answer to a non-admin the compute hosts' names.
+Every error answer is checked to be in its API's error format; no answer to ``none``, a dead
+token or ``other`` may contain alpha's data (the resources' names, metadata, key, image bytes
+all carry the marker :data:`SECRET`), no answer to another user than alpha's member its key
+(:data:`MEMBER_ONLY`), and no answer to a non-admin the compute hosts' names.
 Rows that change state (delete, stop, upload...) name a ``fresh`` factory: every caller
 expected to succeed acts on a resource of its own, so the outcome never depends on the
-order of the calls. One cloud (SQLite) serves the whole module.
+order of the calls. The whole matrix runs twice, on a cloud on SQLite and on one on
+PostgreSQL (one cloud per database serves all its rows).
 
 A hole in code this suite may not change is a row with ``xfail`` (strict): it documents
 the policy OpenStack has and fails loudly once the hole is fixed, so the mark is removed.
@@ -41,11 +57,13 @@ import string
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
 
 import pytest
 import pytest_asyncio
+import sqlalchemy as sa
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -53,15 +71,26 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from novalite.api.app import build_app
 from novalite.api.compute.server_actions import HANDLERS as SERVER_ACTIONS
 from novalite.api.errors import NOVA_FAULT_NAMES
+from novalite.db import schema as t
 from novalite.store import consoles, hosts
-from tests.conftest import Cloud, Response, make_settings, start_cloud
+from novalite.store.tokens import token_hash
+from novalite.timeutil import utcnow
+from tests.conftest import Cloud, Response, create_pg_database, drop_pg_database, make_settings, start_cloud
 from tests.functional.helpers import Who, make_image, make_person, unlimited_quota, wait_status
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-ROLES = ("none", "reader", "member", "other", "admin")
-#: Carried by every piece of project alpha's data that ``none`` and ``other`` must never see.
+#: The callers with a column in ``TABLE``, in the order each row calls them.
+COLUMNS = ("none", "reader", "member", "manager", "other", "admin")
+#: Callers whose token is dead: each gets exactly what ``none`` gets (keystonemiddleware's 401 for
+#: anything that needs a token), so they have no column of their own.
+DEAD = ("expired", "revoked")
+ROLES = (COLUMNS[0], *DEAD, *COLUMNS[1:])
+#: Carried by every piece of project alpha's data that ``none``, ``other`` and the dead tokens must never see.
 SECRET = "alphasecret"
+#: Carried by what belongs to alpha's member as a user (its key pair), not to the project: no other
+#: user of alpha, reader or manager, may see it either.
+MEMBER_ONLY = "memberonly"
 #: The compute microversion of rows that name none (what openstackclient negotiates).
 LATEST = "2.100"
 PASSWORD = "alpha-pass-1"
@@ -95,6 +124,7 @@ class Row:
     none: int
     reader: int
     member: int
+    manager: int
     other: int
     admin: int
     query: str = ""
@@ -110,6 +140,11 @@ class Row:
     label: str = ""
     #: A known hole (in code this suite may not change): the row is expected to fail until it is fixed.
     xfail: str = ""
+
+    def expected(self, role: str) -> int:
+        """The status ``role`` gets: its column, or ``none``'s for an expired or revoked token."""
+        status: int = getattr(self, "none" if role in DEAD else role)
+        return status
 
 
 C = "/compute/v2.1"
@@ -142,281 +177,296 @@ TOKEN_LOGIN = {
 }
 SUBJECT = {"X-Subject-Token": "{subject_token}"}
 
+
+def token_login(token: str) -> dict[str, Any]:
+    """``TOKEN_LOGIN`` with another token as the credential."""
+    return {"auth": {**TOKEN_LOGIN["auth"], "identity": {"methods": ["token"], "token": {"id": token}}}}
+
+
 # fmt: off
 TABLE: list[Row] = [
-    # method    route                                           none reader member other admin
-    Row("GET", "/",                                               200, 200, 200, 200, 200),
+    # method    route                                           none reader member manager other admin
+    Row("GET", "/",                                               200, 200, 200, 200, 200, 200),
     # -- Keystone: discovery and tokens -----------------------------------------------------
-    Row("GET", "/identity",                                       300, 300, 300, 300, 300),
-    Row("GET", "/identity/",                                      300, 300, 300, 300, 300),
-    Row("GET", V3,                                                200, 200, 200, 200, 200),
-    Row("GET", V3 + "/",                                          200, 200, 200, 200, 200),
+    Row("GET", "/identity",                                       300, 300, 300, 300, 300, 300),
+    Row("GET", "/identity/",                                      300, 300, 300, 300, 300, 300),
+    Row("GET", V3,                                                200, 200, 200, 200, 200, 200),
+    Row("GET", V3 + "/",                                          200, 200, 200, 200, 200, 200),
     # Logging in needs no token: what counts is the credential in the body (here alpha's member's token).
-    Row("POST", V3 + "/auth/tokens",                              201, 201, 201, 201, 201, body=TOKEN_LOGIN),
+    Row("POST", V3 + "/auth/tokens",                              201, 201, 201, 201, 201, 201, body=TOKEN_LOGIN),
+    # A dead token is no credential either: it is never exchanged for a live one.
+    Row("POST", V3 + "/auth/tokens",                              401, 401, 401, 401, 401, 401,
+        body=token_login("{expired_token}"), label="with an expired token"),
+    Row("POST", V3 + "/auth/tokens",                              401, 401, 401, 401, 401, 401,
+        body=token_login("{revoked_token}"), label="with a revoked token"),
     # identity:validate_token / revoke_token: the token's own user, or admin.
-    Row("GET", V3 + "/auth/tokens",                               401, 403, 200, 403, 200, headers=SUBJECT),
-    Row("DELETE", V3 + "/auth/tokens",                            401, 403, 204, 403, 204, headers=SUBJECT,
+    Row("GET", V3 + "/auth/tokens",                               401, 403, 200, 403, 403, 200, headers=SUBJECT),
+    Row("DELETE", V3 + "/auth/tokens",                            401, 403, 204, 403, 403, 204, headers=SUBJECT,
         fresh="member_token"),
-    Row("GET", V3 + "/auth/catalog",                              401, 200, 200, 200, 200),
-    Row("GET", V3 + "/auth/projects",                             401, 200, 200, 200, 200),
-    Row("GET", V3 + "/auth/domains",                              401, 200, 200, 200, 200),
-    Row("GET", V3 + "/auth/system",                               401, 200, 200, 200, 200),
+    Row("GET", V3 + "/auth/catalog",                              401, 200, 200, 200, 200, 200),
+    Row("GET", V3 + "/auth/projects",                             401, 200, 200, 200, 200, 200),
+    Row("GET", V3 + "/auth/domains",                              401, 200, 200, 200, 200, 200),
+    Row("GET", V3 + "/auth/system",                               401, 200, 200, 200, 200, 200),
     # -- Keystone: catalog (admin or system reader), regions (anyone) ----------------------
-    Row("GET", V3 + "/services",                                  401, 403, 403, 403, 200),
-    Row("GET", V3 + "/services/{service_id}",                     401, 403, 403, 403, 200),
-    Row("GET", V3 + "/endpoints",                                 401, 403, 403, 403, 200),
-    Row("GET", V3 + "/endpoints/{endpoint_id}",                   401, 403, 403, 403, 200),
-    Row("GET", V3 + "/regions",                                   401, 200, 200, 200, 200),
-    Row("GET", V3 + "/regions/{region_id}",                       401, 200, 200, 200, 200),
+    Row("GET", V3 + "/services",                                  401, 403, 403, 403, 403, 200),
+    Row("GET", V3 + "/services/{service_id}",                     401, 403, 403, 403, 403, 200),
+    Row("GET", V3 + "/endpoints",                                 401, 403, 403, 403, 403, 200),
+    Row("GET", V3 + "/endpoints/{endpoint_id}",                   401, 403, 403, 403, 403, 200),
+    Row("GET", V3 + "/regions",                                   401, 200, 200, 200, 200, 200),
+    Row("GET", V3 + "/regions/{region_id}",                       401, 200, 200, 200, 200, 200),
     # -- Keystone: domains (one, read-only: even admin cannot create one) -------------------
-    Row("GET", V3 + "/domains",                                   401, 403, 403, 403, 200),
-    Row("GET", V3 + "/domains/{domain_id}",                       401, 200, 200, 200, 200),
-    Row("POST", V3 + "/domains",                                  401, 403, 403, 403, 403,
+    Row("GET", V3 + "/domains",                                   401, 403, 403, 403, 403, 200),
+    Row("GET", V3 + "/domains/{domain_id}",                       401, 200, 200, 200, 200, 200),
+    Row("POST", V3 + "/domains",                                  401, 403, 403, 403, 403, 403,
         body={"domain": {"name": "d-{uniq}"}}),
     # -- Keystone: projects (admin; a token may read its own project) -----------------------
-    Row("GET", V3 + "/projects",                                  401, 403, 403, 403, 200),
-    Row("GET", V3 + "/projects/{project_id}",                     401, 200, 200, 403, 200),
-    Row("POST", V3 + "/projects",                                 401, 403, 403, 403, 201,
+    Row("GET", V3 + "/projects",                                  401, 403, 403, 403, 403, 200),
+    Row("GET", V3 + "/projects/{project_id}",                     401, 200, 200, 200, 403, 200),
+    Row("POST", V3 + "/projects",                                 401, 403, 403, 403, 403, 201,
         body={"project": {"name": "p-{uniq}"}}, fresh="unique"),
-    Row("PATCH", V3 + "/projects/{project_id}",                   401, 403, 403, 403, 200,
+    Row("PATCH", V3 + "/projects/{project_id}",                   401, 403, 403, 403, 403, 200,
         body={"project": {"description": "alpha"}}),
-    Row("DELETE", V3 + "/projects/{project_id}",                  401, 403, 403, 403, 204, fresh="project"),
+    Row("DELETE", V3 + "/projects/{project_id}",                  401, 403, 403, 403, 403, 204, fresh="project"),
     # -- Keystone: users (admin; a user may read itself, its projects, change its password) --
-    Row("GET", V3 + "/users",                                     401, 403, 403, 403, 200),
-    Row("GET", V3 + "/users/{user_id}",                           401, 403, 200, 403, 200),
-    Row("POST", V3 + "/users",                                    401, 403, 403, 403, 201,
+    Row("GET", V3 + "/users",                                     401, 403, 403, 403, 403, 200),
+    Row("GET", V3 + "/users/{user_id}",                           401, 403, 200, 403, 403, 200),
+    Row("POST", V3 + "/users",                                    401, 403, 403, 403, 403, 201,
         body={"user": {"name": "u-{uniq}"}}, fresh="unique"),
-    Row("PATCH", V3 + "/users/{user_id}",                         401, 403, 403, 403, 200,
+    Row("PATCH", V3 + "/users/{user_id}",                         401, 403, 403, 403, 403, 200,
         body={"user": {"description": "alpha member"}}),
-    Row("DELETE", V3 + "/users/{user_id}",                        401, 403, 403, 403, 204, fresh="user"),
-    Row("POST", V3 + "/users/{user_id}/password",                 401, 403, 204, 403, 204,
+    Row("DELETE", V3 + "/users/{user_id}",                        401, 403, 403, 403, 403, 204, fresh="user"),
+    Row("POST", V3 + "/users/{user_id}/password",                 401, 403, 204, 403, 403, 204,
         body={"user": {"password": PASSWORD, "original_password": PASSWORD}}),
-    Row("GET", V3 + "/users/{user_id}/projects",                  401, 403, 200, 403, 200),
-    Row("GET", V3 + "/users/{user_id}/groups",                    401, 403, 200, 403, 200),
+    Row("GET", V3 + "/users/{user_id}/projects",                  401, 403, 200, 403, 403, 200),
+    Row("GET", V3 + "/users/{user_id}/groups",                    401, 403, 200, 403, 403, 200),
     # -- Keystone: roles, grants, assignments (admin) --------------------------------------
-    Row("GET", V3 + "/roles",                                     401, 403, 403, 403, 200),
-    Row("GET", V3 + "/roles/{role_id}",                           401, 403, 403, 403, 200),
-    Row("POST", V3 + "/roles",                                    401, 403, 403, 403, 201,
+    Row("GET", V3 + "/roles",                                     401, 403, 403, 403, 403, 200),
+    Row("GET", V3 + "/roles/{role_id}",                           401, 403, 403, 403, 403, 200),
+    Row("POST", V3 + "/roles",                                    401, 403, 403, 403, 403, 201,
         body={"role": {"name": "r-{uniq}"}}, fresh="unique"),
-    Row("PATCH", V3 + "/roles/{role_id}",                         401, 403, 403, 403, 200,
+    Row("PATCH", V3 + "/roles/{role_id}",                         401, 403, 403, 403, 403, 200,
         body={"role": {"description": "custom"}}),
-    Row("DELETE", V3 + "/roles/{role_id}",                        401, 403, 403, 403, 204, fresh="role"),
-    Row("GET", V3 + "/role_inferences",                           401, 403, 403, 403, 200),
-    Row("PUT", GRANT,                                             401, 403, 403, 403, 204, args=GRANTEE),
-    Row("GET", GRANT,                                             401, 403, 403, 403, 204, args=GRANTEE,
+    Row("DELETE", V3 + "/roles/{role_id}",                        401, 403, 403, 403, 403, 204, fresh="role"),
+    Row("GET", V3 + "/role_inferences",                           401, 403, 403, 403, 403, 200),
+    Row("PUT", GRANT,                                             401, 403, 403, 403, 403, 204, args=GRANTEE),
+    Row("GET", GRANT,                                             401, 403, 403, 403, 403, 204, args=GRANTEE,
         fresh="grant"),
-    Row("DELETE", GRANT,                                          401, 403, 403, 403, 204, args=GRANTEE,
+    Row("DELETE", GRANT,                                          401, 403, 403, 403, 403, 204, args=GRANTEE,
         fresh="grant"),
-    Row("GET", V3 + "/projects/{project_id}/users/{user_id}/roles", 401, 403, 403, 403, 200, args=GRANTEE),
-    Row("GET", V3 + "/role_assignments",                          401, 403, 403, 403, 200),
+    Row("GET", V3 + "/projects/{project_id}/users/{user_id}/roles", 401, 403, 403, 403, 403, 200, args=GRANTEE),
+    Row("GET", V3 + "/role_assignments",                          401, 403, 403, 403, 403, 200),
     # -- Nova: discovery ------------------------------------------------------------------------
-    Row("GET", "/compute/",                                       200, 200, 200, 200, 200),
-    Row("GET", C,                                                 200, 200, 200, 200, 200),
-    Row("GET", C + "/",                                           200, 200, 200, 200, 200),
+    Row("GET", "/compute/",                                       200, 200, 200, 200, 200, 200),
+    Row("GET", C,                                                 200, 200, 200, 200, 200, 200),
+    Row("GET", C + "/",                                           200, 200, 200, 200, 200, 200),
     # -- Nova: servers (project reader reads, project member changes, others: 404) -------------
-    Row("POST", C + "/servers",                                   401, 403, 202, 202, 202, body=NEW_SERVER),
+    Row("POST", C + "/servers",                                   401, 403, 202, 202, 202, 202, body=NEW_SERVER),
     # Nobody boots from what they may not see: alpha's private image, flavor, or another user's key pair.
-    Row("POST", C + "/servers",                                   401, 403, 202, 400, 202,
+    Row("POST", C + "/servers",                                   401, 403, 202, 202, 400, 202,
         body=with_server(imageRef="{image_id}"), label="alpha's private image"),
-    Row("POST", C + "/servers",                                   401, 403, 202, 400, 202,
+    Row("POST", C + "/servers",                                   401, 403, 202, 202, 400, 202,
         body=with_server(flavorRef="{flavor_id}"), label="alpha's private flavor"),
-    Row("POST", C + "/servers",                                   401, 403, 202, 400, 400,
+    Row("POST", C + "/servers",                                   401, 403, 202, 400, 400, 400,
         body=with_server(key_name="{name}"), label="alpha's member's key pair"),
     # servers:create:forced_host and :requested_destination are ADMIN.
-    Row("POST", C + "/servers",                                   401, 403, 403, 403, 202,
+    Row("POST", C + "/servers",                                   401, 403, 403, 403, 403, 202,
         body=with_server(availability_zone="{zone}:{host}"), label="forced host"),
-    Row("POST", C + "/servers",                                   401, 403, 403, 403, 202,
+    Row("POST", C + "/servers",                                   401, 403, 403, 403, 403, 202,
         body=with_server(host="{host}"), label="requested host"),
-    Row("GET", C + "/servers",                                    401, 200, 200, 200, 200),
-    Row("GET", C + "/servers",                                    401, 403, 403, 403, 200, query="all_tenants=1"),
-    Row("GET", C + "/servers/detail",                             401, 200, 200, 200, 200),
+    Row("GET", C + "/servers",                                    401, 200, 200, 200, 200, 200),
+    Row("GET", C + "/servers",                                    401, 403, 403, 403, 403, 200, query="all_tenants=1"),
+    Row("GET", C + "/servers/detail",                             401, 200, 200, 200, 200, 200),
     # A non-admin's project filter is ignored (beta sees only beta's servers).
-    Row("GET", C + "/servers/detail",                             401, 200, 200, 200, 200,
+    Row("GET", C + "/servers/detail",                             401, 200, 200, 200, 200, 200,
         query="project_id={project_id}"),
-    Row("GET", SERVER,                                            401, 200, 200, 404, 200),
-    Row("PUT", SERVER,                                            401, 403, 200, 404, 200,
+    Row("GET", SERVER,                                            401, 200, 200, 200, 404, 200),
+    Row("PUT", SERVER,                                            401, 403, 200, 200, 404, 200,
         body={"server": {"name": SECRET + "-server"}}),
-    Row("DELETE", SERVER,                                         401, 403, 204, 404, 204, fresh="server"),
+    Row("DELETE", SERVER,                                         401, 403, 204, 204, 404, 204, fresh="server"),
     # -- Nova: server actions (one row per action the route dispatches to) ----------------------
-    Row("POST", ACTION,                                           401, 403, 202, 404, 202,
+    Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
         body={"os-stop": None}, fresh="server"),
-    Row("POST", ACTION,                                           401, 403, 202, 404, 202,
+    Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
         body={"os-start": None}, fresh="stopped_server"),
-    Row("POST", ACTION,                                           401, 403, 202, 404, 202,
+    Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
         body={"pause": None}, fresh="server"),
-    Row("POST", ACTION,                                           401, 403, 202, 404, 202,
+    Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
         body={"unpause": None}, fresh="paused_server"),
-    Row("POST", ACTION,                                           401, 403, 202, 404, 202,
+    Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
         body={"suspend": None}, fresh="server"),
-    Row("POST", ACTION,                                           401, 403, 202, 404, 202,
+    Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
         body={"resume": None}, fresh="suspended_server"),
-    Row("POST", ACTION,                                           401, 403, 202, 404, 202,
+    Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
         body={"reboot": {"type": "SOFT"}}, fresh="server"),
-    Row("POST", ACTION,                                           401, 403, 202, 404, 202,
+    Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
         body={"lock": None}, fresh="server"),
-    Row("POST", ACTION,                                           401, 403, 202, 404, 202, body={"unlock": None}),
-    # os-lock-server:unlock:unlock_override is ADMIN: a project member may not undo an admin's lock.
-    Row("POST", ACTION,                                           401, 403, 403, 404, 202,
-        body={"unlock": None}, fresh="admin_locked_server", fresh_for=("member", "admin"), label="locked by admin"),
+    Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202, body={"unlock": None}),
+    # os-lock-server:unlock:unlock_override is ADMIN (not opened to the project manager, even in Nova 2025.2):
+    # neither a project member nor its manager may undo an admin's lock.
+    Row("POST", ACTION,                                           401, 403, 403, 403, 404, 202,
+        body={"unlock": None}, fresh="admin_locked_server", fresh_for=("member", "manager", "admin"),
+        label="locked by admin"),
     # os-admin-actions:reset_state is ADMIN: checked before the server is looked up, so 403 for beta too.
-    Row("POST", ACTION,                                           401, 403, 403, 403, 202,
+    Row("POST", ACTION,                                           401, 403, 403, 403, 403, 202,
         body={"os-resetState": {"state": "active"}}),
     # The console log may hold secrets: member or admin (a reader may not).
-    Row("POST", ACTION,                                           401, 403, 200, 404, 200,
+    Row("POST", ACTION,                                           401, 403, 200, 200, 404, 200,
         body={"os-getConsoleOutput": {}}),
     # Member or admin pass the policy; the fake driver's guests have no screen (400).
-    Row("POST", ACTION,                                           401, 403, 400, 404, 400,
+    Row("POST", ACTION,                                           401, 403, 400, 400, 404, 400,
         body={"os-getVNCConsole": {"type": "novnc"}}, mv="2.5"),
-    Row("POST", SERVER + "/remote-consoles",                      401, 403, 400, 404, 400,
+    Row("POST", SERVER + "/remote-consoles",                      401, 403, 400, 400, 404, 400,
         body={"remote_console": {"protocol": "vnc", "type": "novnc"}}),
     # -- Nova: server metadata, instance actions ------------------------------------------------
-    Row("GET", SERVER + "/metadata",                              401, 200, 200, 404, 200),
-    Row("PUT", SERVER + "/metadata",                              401, 403, 200, 404, 200,
+    Row("GET", SERVER + "/metadata",                              401, 200, 200, 200, 404, 200),
+    Row("PUT", SERVER + "/metadata",                              401, 403, 200, 200, 404, 200,
         body={"metadata": {"akey": SECRET + "-meta"}}),
-    Row("POST", SERVER + "/metadata",                             401, 403, 200, 404, 200,
+    Row("POST", SERVER + "/metadata",                             401, 403, 200, 200, 404, 200,
         body={"metadata": {"bkey": SECRET + "-meta2"}}),
-    Row("GET", SERVER + "/metadata/{key}",                        401, 200, 200, 404, 200),
-    Row("PUT", SERVER + "/metadata/{key}",                        401, 403, 200, 404, 200,
+    Row("GET", SERVER + "/metadata/{key}",                        401, 200, 200, 200, 404, 200),
+    Row("PUT", SERVER + "/metadata/{key}",                        401, 403, 200, 200, 404, 200,
         body={"meta": {"akey": SECRET + "-meta"}}),
-    Row("DELETE", SERVER + "/metadata/{key}",                     401, 403, 204, 404, 204, fresh="metadata_key"),
-    Row("GET", SERVER + "/os-instance-actions",                   401, 200, 200, 404, 200),
-    Row("GET", SERVER + "/os-instance-actions/{request_id}",      401, 200, 200, 404, 200),
+    Row("DELETE", SERVER + "/metadata/{key}",                     401, 403, 204, 204, 404, 204, fresh="metadata_key"),
+    Row("GET", SERVER + "/os-instance-actions",                   401, 200, 200, 200, 404, 200),
+    Row("GET", SERVER + "/os-instance-actions/{request_id}",      401, 200, 200, 200, 404, 200),
     # -- Nova: flavors (anyone reads what it may see; alpha's private flavor is 404 to beta) ---
-    Row("GET", C + "/flavors",                                    401, 200, 200, 200, 200),
-    Row("GET", C + "/flavors/detail",                             401, 200, 200, 200, 200),
-    Row("GET", C + "/flavors/detail",                             401, 200, 200, 200, 200, query="is_public=none"),
-    Row("GET", FLAVOR,                                            401, 200, 200, 404, 200),
-    Row("POST", C + "/flavors",                                   401, 403, 403, 403, 200,
+    Row("GET", C + "/flavors",                                    401, 200, 200, 200, 200, 200),
+    Row("GET", C + "/flavors/detail",                             401, 200, 200, 200, 200, 200),
+    Row("GET", C + "/flavors/detail",                             401, 200, 200, 200, 200, 200, query="is_public=none"),
+    Row("GET", FLAVOR,                                            401, 200, 200, 200, 404, 200),
+    Row("POST", C + "/flavors",                                   401, 403, 403, 403, 403, 200,
         body={"flavor": {"name": "f-{uniq}", "ram": 64, "vcpus": 1, "disk": 0}}, fresh="unique"),
-    Row("PUT", FLAVOR,                                            401, 403, 403, 403, 200,
+    Row("PUT", FLAVOR,                                            401, 403, 403, 403, 403, 200,
         body={"flavor": {"description": "alpha only"}}),
-    Row("DELETE", FLAVOR,                                         401, 403, 403, 403, 202, fresh="flavor"),
-    Row("GET", FLAVOR + "/os-extra_specs",                        401, 200, 200, 404, 200),
-    Row("POST", FLAVOR + "/os-extra_specs",                       401, 403, 403, 403, 200,
+    Row("DELETE", FLAVOR,                                         401, 403, 403, 403, 403, 202, fresh="flavor"),
+    Row("GET", FLAVOR + "/os-extra_specs",                        401, 200, 200, 200, 404, 200),
+    Row("POST", FLAVOR + "/os-extra_specs",                       401, 403, 403, 403, 403, 200,
         body={"extra_specs": {"akey": "v1"}}),
-    Row("GET", FLAVOR + "/os-extra_specs/{key}",                  401, 200, 200, 404, 200),
-    Row("PUT", FLAVOR + "/os-extra_specs/{key}",                  401, 403, 403, 403, 200, body={"akey": "v1"}),
-    Row("DELETE", FLAVOR + "/os-extra_specs/{key}",               401, 403, 403, 403, 200, fresh="extra_spec"),
-    Row("GET", FLAVOR + "/os-flavor-access",                      401, 403, 403, 403, 200),
-    Row("POST", FLAVOR + "/action",                               401, 403, 403, 403, 200,
+    Row("GET", FLAVOR + "/os-extra_specs/{key}",                  401, 200, 200, 200, 404, 200),
+    Row("PUT", FLAVOR + "/os-extra_specs/{key}",                  401, 403, 403, 403, 403, 200, body={"akey": "v1"}),
+    Row("DELETE", FLAVOR + "/os-extra_specs/{key}",               401, 403, 403, 403, 403, 200, fresh="extra_spec"),
+    Row("GET", FLAVOR + "/os-flavor-access",                      401, 403, 403, 403, 403, 200),
+    Row("POST", FLAVOR + "/action",                               401, 403, 403, 403, 403, 200,
         body={"addTenantAccess": {"tenant": "{new_project_id}"}}, fresh="new_project"),
-    Row("POST", FLAVOR + "/action",                               401, 403, 403, 403, 200,
+    Row("POST", FLAVOR + "/action",                               401, 403, 403, 403, 403, 200,
         body={"removeTenantAccess": {"tenant": "{gamma_id}"}}, fresh="flavor_access"),
     # -- Nova: key pairs (a user's own; admin names another user with user_id, 2.10+) ----------
-    Row("GET", C + "/os-keypairs",                                401, 200, 200, 200, 200),
-    Row("GET", C + "/os-keypairs",                                401, 403, 200, 403, 200,
+    Row("GET", C + "/os-keypairs",                                401, 200, 200, 200, 200, 200),
+    Row("GET", C + "/os-keypairs",                                401, 403, 200, 403, 403, 200,
         query="user_id={member_user_id}"),
-    Row("POST", C + "/os-keypairs",                               401, 201, 201, 201, 201,
+    Row("POST", C + "/os-keypairs",                               401, 201, 201, 201, 201, 201,
         body={"keypair": {"name": "k-{uniq}", "public_key": PUBLIC_KEY}}, fresh="unique"),
-    Row("POST", C + "/os-keypairs",                               401, 403, 201, 403, 201,
+    Row("POST", C + "/os-keypairs",                               401, 403, 201, 403, 403, 201,
         body={"keypair": {"name": "k-{uniq}", "public_key": PUBLIC_KEY, "user_id": "{member_user_id}"}},
         fresh="unique", label="for alpha's member"),
-    Row("GET", C + "/os-keypairs/{name}",                         401, 404, 200, 404, 404),
-    Row("GET", C + "/os-keypairs/{name}",                         401, 403, 200, 403, 200,
+    Row("GET", C + "/os-keypairs/{name}",                         401, 404, 200, 404, 404, 404),
+    Row("GET", C + "/os-keypairs/{name}",                         401, 403, 200, 403, 403, 200,
         query="user_id={member_user_id}"),
-    Row("DELETE", C + "/os-keypairs/{name}",                      401, 404, 204, 404, 404, fresh="keypair"),
-    Row("DELETE", C + "/os-keypairs/{name}",                      401, 403, 204, 403, 204,
+    Row("DELETE", C + "/os-keypairs/{name}",                      401, 404, 204, 404, 404, 404, fresh="keypair"),
+    Row("DELETE", C + "/os-keypairs/{name}",                      401, 403, 204, 403, 403, 204,
         query="user_id={member_user_id}", fresh="keypair"),
     # -- Nova: hypervisors, services, aggregates (ADMIN) ---------------------------------------
-    Row("GET", C + "/os-hypervisors",                             401, 403, 403, 403, 200),
-    Row("GET", C + "/os-hypervisors/detail",                      401, 403, 403, 403, 200),
-    Row("GET", C + "/os-hypervisors/statistics",                  401, 403, 403, 403, 200, mv="2.87"),
-    Row("GET", C + "/os-hypervisors/{ident}",                     401, 403, 403, 403, 200),
-    Row("GET", C + "/os-hypervisors/{ident}/uptime",              401, 403, 403, 403, 200, mv="2.87"),
-    Row("GET", C + "/os-hypervisors/{pattern}/search",            401, 403, 403, 403, 200, mv="2.52"),
-    Row("GET", C + "/os-hypervisors/{pattern}/servers",           401, 403, 403, 403, 200, mv="2.52"),
-    Row("GET", C + "/os-services",                                401, 403, 403, 403, 200),
-    Row("PUT", C + "/os-services/{ident}",                        401, 403, 403, 403, 200,
+    Row("GET", C + "/os-hypervisors",                             401, 403, 403, 403, 403, 200),
+    Row("GET", C + "/os-hypervisors/detail",                      401, 403, 403, 403, 403, 200),
+    Row("GET", C + "/os-hypervisors/statistics",                  401, 403, 403, 403, 403, 200, mv="2.87"),
+    Row("GET", C + "/os-hypervisors/{ident}",                     401, 403, 403, 403, 403, 200),
+    Row("GET", C + "/os-hypervisors/{ident}/uptime",              401, 403, 403, 403, 403, 200, mv="2.87"),
+    Row("GET", C + "/os-hypervisors/{pattern}/search",            401, 403, 403, 403, 403, 200, mv="2.52"),
+    Row("GET", C + "/os-hypervisors/{pattern}/servers",           401, 403, 403, 403, 403, 200, mv="2.52"),
+    Row("GET", C + "/os-services",                                401, 403, 403, 403, 403, 200),
+    Row("PUT", C + "/os-services/{ident}",                        401, 403, 403, 403, 403, 200,
         body={"status": "enabled"}, args=COMPUTE_SERVICE),
-    Row("PUT", C + "/os-services/{ident}",                        401, 403, 403, 403, 200,
+    Row("PUT", C + "/os-services/{ident}",                        401, 403, 403, 403, 403, 200,
         body={"host": "{host}", "binary": "nova-compute"}, args={"ident": "enable"}, mv="2.52", label="legacy"),
-    Row("DELETE", C + "/os-services/{ident}",                     401, 403, 403, 403, 204,
+    Row("DELETE", C + "/os-services/{ident}",                     401, 403, 403, 403, 403, 204,
         args=COMPUTE_SERVICE, fresh="service"),
-    Row("GET", C + "/os-aggregates",                              401, 403, 403, 403, 200),
-    Row("GET", C + "/os-aggregates/{aggregate_id}",               401, 403, 403, 403, 404),
+    Row("GET", C + "/os-aggregates",                              401, 403, 403, 403, 403, 200),
+    Row("GET", C + "/os-aggregates/{aggregate_id}",               401, 403, 403, 403, 403, 404),
     # -- Nova: zones (anyone; the host detail is ADMIN), limits, quotas, usage -----------------
-    Row("GET", C + "/os-availability-zone",                       401, 200, 200, 200, 200),
-    Row("GET", C + "/os-availability-zone/detail",                401, 403, 403, 403, 200),
-    Row("GET", C + "/limits",                                     401, 200, 200, 200, 200),
-    Row("GET", C + "/limits",                                     401, 200, 200, 403, 200,
+    Row("GET", C + "/os-availability-zone",                       401, 200, 200, 200, 200, 200),
+    Row("GET", C + "/os-availability-zone/detail",                401, 403, 403, 403, 403, 200),
+    Row("GET", C + "/limits",                                     401, 200, 200, 200, 200, 200),
+    Row("GET", C + "/limits",                                     401, 200, 200, 200, 403, 200,
         query="tenant_id={project_id}"),
-    Row("GET", C + "/os-quota-sets/{project_id}",                 401, 200, 200, 403, 200),
-    Row("GET", C + "/os-quota-sets/{project_id}/defaults",        401, 200, 200, 200, 200),
-    Row("GET", C + "/os-quota-sets/{project_id}/detail",          401, 200, 200, 403, 200),
+    Row("GET", C + "/os-quota-sets/{project_id}",                 401, 200, 200, 200, 403, 200),
+    Row("GET", C + "/os-quota-sets/{project_id}/defaults",        401, 200, 200, 200, 200, 200),
+    Row("GET", C + "/os-quota-sets/{project_id}/detail",          401, 200, 200, 200, 403, 200),
     # Nobody but admin changes quotas, not even of their own project (admin acts on a project of its own).
-    Row("PUT", C + "/os-quota-sets/{project_id}",                 401, 403, 403, 403, 200,
+    Row("PUT", C + "/os-quota-sets/{project_id}",                 401, 403, 403, 403, 403, 200,
         body={"quota_set": {"instances": 100}}, fresh="project"),
-    Row("DELETE", C + "/os-quota-sets/{project_id}",              401, 403, 403, 403, 202, fresh="project"),
-    Row("GET", C + "/os-simple-tenant-usage",                     401, 403, 403, 403, 200),
-    Row("GET", C + "/os-simple-tenant-usage/{tenant_id}",         401, 200, 200, 403, 200),
-    Row("GET", C + "/os-console-auth-tokens/{token}",             401, 403, 403, 403, 200),
+    Row("DELETE", C + "/os-quota-sets/{project_id}",              401, 403, 403, 403, 403, 202, fresh="project"),
+    Row("GET", C + "/os-simple-tenant-usage",                     401, 403, 403, 403, 403, 200),
+    Row("GET", C + "/os-simple-tenant-usage/{tenant_id}",         401, 200, 200, 200, 403, 200),
+    Row("GET", C + "/os-console-auth-tokens/{token}",             401, 403, 403, 403, 403, 200),
     # -- Glance: discovery, schemas -------------------------------------------------------------
-    Row("GET", "/image",                                          300, 300, 300, 300, 300),
-    Row("GET", "/image/",                                         300, 300, 300, 300, 300),
-    Row("GET", "/image/versions",                                 200, 200, 200, 200, 200),
-    Row("GET", G,                                                 300, 300, 300, 300, 300),
-    Row("GET", G + "/",                                           300, 300, 300, 300, 300),
-    Row("GET", G + "/schemas/image",                              401, 200, 200, 200, 200),
-    Row("GET", G + "/schemas/images",                             401, 200, 200, 200, 200),
-    Row("GET", G + "/schemas/member",                             401, 200, 200, 200, 200),
-    Row("GET", G + "/schemas/members",                            401, 200, 200, 200, 200),
-    Row("GET", G + "/info/import",                                401, 200, 200, 200, 200),
+    Row("GET", "/image",                                          300, 300, 300, 300, 300, 300),
+    Row("GET", "/image/",                                         300, 300, 300, 300, 300, 300),
+    Row("GET", "/image/versions",                                 200, 200, 200, 200, 200, 200),
+    Row("GET", G,                                                 300, 300, 300, 300, 300, 300),
+    Row("GET", G + "/",                                           300, 300, 300, 300, 300, 300),
+    Row("GET", G + "/schemas/image",                              401, 200, 200, 200, 200, 200),
+    Row("GET", G + "/schemas/images",                             401, 200, 200, 200, 200, 200),
+    Row("GET", G + "/schemas/member",                             401, 200, 200, 200, 200, 200),
+    Row("GET", G + "/schemas/members",                            401, 200, 200, 200, 200, 200),
+    Row("GET", G + "/info/import",                                401, 200, 200, 200, 200, 200),
     # -- Glance: images (project reader reads, project member changes; others: 404) -----------
-    Row("POST", G + "/images",                                    401, 403, 201, 201, 201, body=NEW_IMAGE),
+    Row("POST", G + "/images",                                    401, 403, 201, 201, 201, 201, body=NEW_IMAGE),
     # publicize_image is ADMIN; only admin creates images for another project.
-    Row("POST", G + "/images",                                    401, 403, 403, 403, 201,
+    Row("POST", G + "/images",                                    401, 403, 403, 403, 403, 201,
         body={**NEW_IMAGE, "visibility": "public"}, label="public"),
-    Row("POST", G + "/images",                                    401, 403, 403, 403, 201,
+    Row("POST", G + "/images",                                    401, 403, 403, 403, 403, 201,
         body={**NEW_IMAGE, "owner": "{gamma_id}"}, label="for gamma"),
-    Row("GET", G + "/images",                                     401, 200, 200, 200, 200),
-    Row("GET", G + "/images",                                     401, 200, 200, 200, 200, query="owner={project_id}"),
-    Row("GET", G + "/images",                                     401, 200, 200, 200, 200, query="visibility=all"),
-    Row("GET", G + "/images",                                     401, 200, 200, 200, 200,
+    Row("GET", G + "/images",                                     401, 200, 200, 200, 200, 200),
+    Row("GET", G + "/images",                                     401, 200, 200, 200, 200, 200,
+        query="owner={project_id}"),
+    Row("GET", G + "/images",                                     401, 200, 200, 200, 200, 200, query="visibility=all"),
+    Row("GET", G + "/images",                                     401, 200, 200, 200, 200, 200,
         query="visibility=shared&member_status=all"),
-    Row("GET", G + "/images",                                     401, 200, 200, 200, 200, query="visibility=private"),
-    Row("GET", G + "/images/{image_id}",                          401, 200, 200, 404, 200),
-    Row("PATCH", G + "/images/{image_id}",                        401, 403, 200, 404, 200,
+    Row("GET", G + "/images",                                     401, 200, 200, 200, 200, 200,
+        query="visibility=private"),
+    Row("GET", G + "/images/{image_id}",                          401, 200, 200, 200, 404, 200),
+    Row("PATCH", G + "/images/{image_id}",                        401, 403, 200, 200, 404, 200,
         body=[{"op": "add", "path": "/x_note", "value": "alpha"}], headers=PATCH),
-    Row("PATCH", G + "/images/{image_id}",                        401, 403, 403, 404, 200,
+    Row("PATCH", G + "/images/{image_id}",                        401, 403, 403, 403, 404, 200,
         body=[{"op": "replace", "path": "/visibility", "value": "public"}], headers=PATCH, fresh="unmarked_image",
         label="publicize"),
-    Row("PATCH", G + "/images/{image_id}",                        401, 403, 403, 404, 200,
+    Row("PATCH", G + "/images/{image_id}",                        401, 403, 403, 403, 404, 200,
         body=[{"op": "replace", "path": "/owner", "value": "{gamma_id}"}], headers=PATCH, fresh="image",
         label="give away"),
-    Row("DELETE", G + "/images/{image_id}",                       401, 403, 204, 404, 204, fresh="image"),
-    Row("PUT", G + "/images/{image_id}/tags/{tag}",               401, 403, 204, 404, 204),
-    Row("DELETE", G + "/images/{image_id}/tags/{tag}",            401, 403, 204, 404, 204, fresh="tag"),
-    Row("POST", G + "/images/{image_id}/actions/{action}",        401, 403, 204, 404, 204,
+    Row("DELETE", G + "/images/{image_id}",                       401, 403, 204, 204, 404, 204, fresh="image"),
+    Row("PUT", G + "/images/{image_id}/tags/{tag}",               401, 403, 204, 204, 404, 204),
+    Row("DELETE", G + "/images/{image_id}/tags/{tag}",            401, 403, 204, 204, 404, 204, fresh="tag"),
+    Row("POST", G + "/images/{image_id}/actions/{action}",        401, 403, 204, 204, 404, 204,
         args={"action": "deactivate"}, fresh="image"),
-    Row("POST", G + "/images/{image_id}/actions/{action}",        401, 403, 204, 404, 204,
+    Row("POST", G + "/images/{image_id}/actions/{action}",        401, 403, 204, 204, 404, 204,
         args={"action": "reactivate"}, fresh="deactivated_image"),
-    Row("PUT", G + "/images/{image_id}/file",                     401, 403, 204, 404, 204,
+    Row("PUT", G + "/images/{image_id}/file",                     401, 403, 204, 204, 404, 204,
         raw=IMAGE_BYTES, headers=OCTET, fresh="queued_image"),
-    Row("GET", G + "/images/{image_id}/file",                     401, 200, 200, 404, 200),
-    Row("PUT", G + "/images/{image_id}/stage",                    401, 403, 204, 404, 204,
+    Row("GET", G + "/images/{image_id}/file",                     401, 200, 200, 200, 404, 200),
+    Row("PUT", G + "/images/{image_id}/stage",                    401, 403, 204, 204, 404, 204,
         raw=IMAGE_BYTES, headers=OCTET, fresh="queued_image"),
-    Row("POST", G + "/images/{image_id}/import",                  401, 403, 202, 404, 202,
+    Row("POST", G + "/images/{image_id}/import",                  401, 403, 202, 202, 404, 202,
         body={"method": {"name": "glance-direct"}}, fresh="staged_image"),
     # -- Glance: alpha's public image: everyone reads it, only alpha's members (and admin) change it --
-    Row("GET", G + "/images/{image_id}",                          401, 200, 200, 200, 200, args=PUBLIC_ALPHA,
+    Row("GET", G + "/images/{image_id}",                          401, 200, 200, 200, 200, 200, args=PUBLIC_ALPHA,
         label="alpha's public image"),
-    Row("GET", G + "/images/{image_id}/file",                     401, 200, 200, 200, 200, args=PUBLIC_ALPHA,
+    Row("GET", G + "/images/{image_id}/file",                     401, 200, 200, 200, 200, 200, args=PUBLIC_ALPHA,
         label="alpha's public image"),
-    Row("PATCH", G + "/images/{image_id}",                        401, 403, 200, 403, 200, args=PUBLIC_ALPHA,
+    Row("PATCH", G + "/images/{image_id}",                        401, 403, 200, 200, 403, 200, args=PUBLIC_ALPHA,
         body=[{"op": "add", "path": "/x_note", "value": "alpha"}], headers=PATCH, label="alpha's public image"),
-    Row("PUT", G + "/images/{image_id}/tags/{tag}",               401, 403, 204, 403, 204, args=PUBLIC_ALPHA,
+    Row("PUT", G + "/images/{image_id}/tags/{tag}",               401, 403, 204, 204, 403, 204, args=PUBLIC_ALPHA,
         label="alpha's public image"),
-    Row("DELETE", G + "/images/{image_id}",                       401, 403, 204, 403, 204, args=PUBLIC_ALPHA,
+    Row("DELETE", G + "/images/{image_id}",                       401, 403, 204, 204, 403, 204, args=PUBLIC_ALPHA,
         fresh="public_image", label="alpha's public image"),
     # -- Glance: members of alpha's shared image (shared with gamma, not with beta) -----------
-    Row("POST", G + "/images/{image_id}/members",                 401, 403, 200, 404, 200,
+    Row("POST", G + "/images/{image_id}/members",                 401, 403, 200, 200, 404, 200,
         body={"member": "{new_member}"}, args=SHARED, fresh="new_member"),
-    Row("GET", G + "/images/{image_id}/members",                  401, 200, 200, 404, 200, args=SHARED),
-    Row("GET", G + "/images/{image_id}/members/{member_id}",      401, 200, 200, 404, 200, args=SHARED),
+    Row("GET", G + "/images/{image_id}/members",                  401, 200, 200, 200, 404, 200, args=SHARED),
+    Row("GET", G + "/images/{image_id}/members/{member_id}",      401, 200, 200, 200, 404, 200, args=SHARED),
     # Only the member project itself (or admin) accepts or rejects a shared image.
-    Row("PUT", G + "/images/{image_id}/members/{member_id}",      401, 403, 403, 404, 200,
+    Row("PUT", G + "/images/{image_id}/members/{member_id}",      401, 403, 403, 403, 404, 200,
         body={"status": "accepted"}, args=SHARED),
-    Row("DELETE", G + "/images/{image_id}/members/{member_id}",   401, 403, 204, 404, 204,
+    Row("DELETE", G + "/images/{image_id}/members/{member_id}",   401, 403, 204, 204, 404, 204,
         args=SHARED, fresh="image_member"),
 ]
 # fmt: on
@@ -428,6 +478,7 @@ TABLE: list[Row] = [
 PEOPLE = {
     "reader": ("alpha-reader", "alpha", "reader"),
     "member": ("alpha-member", "alpha", "member"),
+    "manager": ("alpha-manager", "alpha", "manager"),
     "other": ("beta-member", "beta", "member"),
     "admin": ("admin", "admin", "admin"),
 }
@@ -443,6 +494,14 @@ class World:
     secrets: list[str]
     #: What only admins see (the compute hosts' names): never in an answer to anyone else.
     admin_secrets: list[str] = field(default_factory=list)
+    #: The admin's expired and revoked tokens (``DEAD`` -> token), made once: a dead token stays dead.
+    dead: dict[str, str] = field(default_factory=dict)
+
+    def token_of(self, role: str) -> str | None:
+        """The token ``role`` calls with (none for ``none``)."""
+        if role == "none":
+            return None
+        return self.dead[role] if role in DEAD else self.people[role].token
 
     async def as_(self, who: str, method: str, path: str, **kw: Any) -> Response:
         """A request by one of the people, who must succeed (2xx): setting the stage, not testing."""
@@ -505,15 +564,47 @@ async def wait_for_hosts(cloud: Cloud, admin: Who, count: int = 2, within: float
         await asyncio.sleep(0.05)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    tmp = tmp_path_factory.mktemp("authz")
-    cloud = await start_cloud(make_settings(tmp, f"sqlite:///{tmp / 'novalite.db'}"))
+@pytest_asyncio.fixture(
+    scope="module", loop_scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    """One cloud per database (as ``db_url`` in conftest), built once for all the rows."""
+    tmp = tmp_path_factory.mktemp(f"authz-{request.param}")
+    url = f"sqlite:///{tmp / 'novalite.db'}" if request.param == "sqlite" else await create_pg_database()
     try:
-        yield await build_world(cloud)
+        cloud = await start_cloud(make_settings(tmp, url))
+        try:
+            yield await build_world(cloud)
+        finally:
+            await cloud.session.close()
+            await cloud.node.stop()
     finally:
-        await cloud.session.close()
-        await cloud.node.stop()
+        if request.param == "postgres":
+            await drop_pg_database(url)
+
+
+async def dead_tokens(world: World) -> dict[str, str]:
+    """Two tokens of the admin, logged in through Keystone: one expired, one revoked.
+
+    Each is shown to work first, so its 401s later come from its death and nothing else. The
+    expired one keeps its row (only its expiry moves into the past): novalite must refuse it
+    for the time, not because it forgot it.
+    """
+    cloud = world.cloud
+    expired, revoked = await cloud.login(), await cloud.login()
+    for token in (expired, revoked):
+        assert (await cloud.get(C + "/servers", token=token)).status == 200
+    async with cloud.rt.db.begin() as conn:
+        moved = await conn.execute(
+            t.tokens.update()
+            .where(t.tokens.c.id_hash == token_hash(expired))
+            .values(expires_at=utcnow() - timedelta(minutes=1))
+        )
+    assert moved.rowcount == 1
+    # As `openstack token revoke <token>`: the admin's current token revokes the other one.
+    resp = await cloud.delete(V3 + "/auth/tokens", headers={"X-Subject-Token": revoked})
+    assert resp.status == 204, resp
+    return {"expired": expired, "revoked": revoked}
 
 
 async def build_world(cloud: Cloud) -> World:
@@ -542,6 +633,8 @@ async def build_world(cloud: Cloud) -> World:
         "new_project_id": uuid.uuid4().hex,
     }
     world = World(cloud, people, values, [SECRET])
+    world.dead = await dead_tokens(world)
+    values.update({f"{name}_token": token for name, token in world.dead.items()})
     admin = people["admin"]
     hypervisors = await wait_for_hosts(cloud, admin)
     world.admin_secrets = [f'"{h["hypervisor_hostname"]}"' for h in hypervisors]
@@ -589,7 +682,7 @@ async def build_world(cloud: Cloud) -> World:
         )
 
     # Nova: alpha's member's key pair (its public key carries the marker), alpha's private flavor.
-    key = {"keypair": {"name": "akey", "public_key": ssh_public_key(SECRET + "-key")}}
+    key = {"keypair": {"name": "akey", "public_key": ssh_public_key(f"{SECRET}-key-{MEMBER_ONLY}")}}
     await world.as_("member", "POST", C + "/os-keypairs", json=key, microversion=LATEST)
     flavor = {
         "flavor": {
@@ -829,7 +922,7 @@ async def call(w: World, row: Row, method: str, role: str, values: dict[str, str
         data = json.dumps(fill(row.body, values))
         headers.setdefault("Content-Type", "application/json")
     mv = row.mv or (LATEST if row.route.startswith("/compute/v2.1") else None)
-    token = None if role == "none" else w.people[role].token
+    token = w.token_of(role)
     return await w.cloud.request(method, url_of(row, values), token=token, data=data, headers=headers, microversion=mv)
 
 
@@ -889,7 +982,7 @@ async def test_route_policy(world: World, row: Row, method: str) -> None:
     outcomes: list[str] = []
     failed = False
     for role in ROLES:
-        expected: int = getattr(row, role)
+        expected = row.expected(role)
         values = {**world.values, "subject_token": world.values["member_token"]}
         if row.fresh and (role in row.fresh_for or (not row.fresh_for and 200 <= expected < 300)):
             values.update(await FRESH[row.fresh](world))
@@ -904,10 +997,12 @@ async def test_route_policy(world: World, row: Row, method: str) -> None:
         if method == "HEAD" and resp.body:
             problems.append("HEAD answered with a body")
         text = as_text(resp.body)
-        if role in ("none", "other"):
+        if role in ("none", *DEAD, "other"):
             leaked = [s for s in world.secrets if s in text]
             if leaked:
                 problems.append(f"leaks alpha's data {leaked}")
+        if role not in ("member", "admin") and MEMBER_ONLY in text:
+            problems.append("shows another user alpha's member's own key pair")
         if role != "admin":
             leaked = [s for s in world.admin_secrets if s in text]
             if leaked:
@@ -956,3 +1051,22 @@ async def test_every_route_has_a_decided_policy(world: World) -> None:
         f"server actions without a row: {sorted(set(SERVER_ACTIONS) - actions)}; "
         f"rows for unknown actions: {sorted(actions - set(SERVER_ACTIONS))}"
     )
+
+
+async def test_dead_tokens_died_as_intended(world: World) -> None:
+    """The matrix's dead tokens were what they claim: the expired one is still stored, with its
+    expiry in the past (so it was refused for its age, not as an unknown string), the revoked one
+    is gone, and the admin they belonged to still gets in with a live token."""
+    async with world.cloud.rt.db.connect() as conn:
+        expires = {
+            name: await conn.scalar(
+                sa.select(t.tokens.c.expires_at).where(t.tokens.c.id_hash == token_hash(world.dead[name]))
+            )
+            for name in DEAD
+        }
+    assert expires["expired"] is not None and expires["expired"] < utcnow(), expires
+    assert expires["revoked"] is None, expires
+    for name in DEAD:
+        resp = await world.cloud.get(V3 + "/auth/tokens", headers={"X-Subject-Token": world.dead[name]})
+        assert resp.status == 404, (name, resp)
+    assert (await world.cloud.get(C + "/servers", token=world.people["admin"].token)).status == 200
