@@ -13,17 +13,36 @@ Options (the ``[driver.fake]`` config section, or ``novalite serve --fake-*``):
 ``fail``
     ``{"spawn": "message", ...}``: operations that raise :class:`DriverError`.
     ``fail_name_prefix`` restricts failures to instances whose hostname starts with it.
-
-Guests live only as long as the driver object: a restarted agent (a new driver) has
-none. A hard reboot or a power on recreates a lost guest from the instance's definition
-(the contract of :meth:`ComputeDriver.reboot`), so a restart is repaired as on a real host.
+``state_file``
+    A path where the fake hypervisor keeps its guests across restarts of the agent (default:
+    none, guests live in memory only). Without it, guests live only as long as the driver
+    object: a restarted agent (a new driver) has none, and a hard reboot or a power on
+    recreates a lost guest from the instance's definition (the contract of
+    :meth:`ComputeDriver.reboot`), so a restart is repaired as on a real host. With it, the
+    guests outlive the agent as a real hypervisor's do when the agent dies: every change
+    (a guest defined, booted, powered off, destroyed...) rewrites the file atomically (a
+    temporary file, then ``os.replace``), and :meth:`FakeDriver.init_host` loads it. A guest
+    is recorded when :meth:`FakeDriver.spawn` *starts*, so a boot the process died in leaves
+    a guest behind (powered off: it never finished booting), which the agent must clean up
+    before it builds again. Several hosts may share one file (the ``fake_hosts`` of one
+    process get the same options): it holds one section per host, rewritten under an
+    ``fcntl`` lock on ``<state_file>.lock``. The file survives a killed process, not a lost
+    machine (no fsync: it stands for a hypervisor's memory, not for a disk).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from novalite_drivers.base import (
@@ -49,6 +68,51 @@ class FakeGuest:
     def log(self, line: str) -> None:
         self.console.append(f"[{time.time():.3f}] {line}")
 
+    def to_json(self, booting: bool = False) -> dict[str, Any]:
+        """The guest as the state file keeps it (``booting``: its spawn has not finished)."""
+        return {
+            "instance": dataclasses.asdict(self.instance),
+            "state": int(self.state),
+            "console": list(self.console),
+            "booting": booting,
+        }
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> FakeGuest:
+        return cls(
+            Instance.from_dict(record["instance"]), PowerState(int(record["state"])), list(record.get("console", []))
+        )
+
+
+#: The state file's layout version (``{"version": 1, "hosts": {host: {uuid: guest}}}``).
+STATE_FORMAT = 1
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock beside ``path``, so that processes sharing it never lose
+    each other's sections (in one process the event loop already serializes writes)."""
+    with open(f"{path}.lock", "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def read_state_file(path: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every host's guests in a state file, ``{host: {uuid: record}}`` (empty if none yet).
+
+    Public so that tests and tools can see what the fake hypervisors hold.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return {}
+    if data.get("version") != STATE_FORMAT:
+        raise DriverError(f"fake driver state file {path} has format {data.get('version')!r}, not {STATE_FORMAT}")
+    return dict(data.get("hosts", {}))
+
 
 class FakeDriver(ComputeDriver):
     """A hypervisor in memory. Every operation succeeds unless a failure was injected."""
@@ -62,6 +126,55 @@ class FakeDriver(ComputeDriver):
         self.boot_delay = float(self.options.get("boot_delay", 0))
         self.failures: dict[str, str] = dict(self.options.get("fail", {}))
         self.fail_prefix: str = self.options.get("fail_name_prefix", "")
+        state_file = self.options.get("state_file")
+        self.state_file: Path | None = Path(state_file) if state_file else None
+        #: Guests whose spawn has started and not finished: kept in the state file only
+        #: (no other operation sees them, as without a state file), so that a process
+        #: that dies mid-boot leaves them behind.
+        self.booting: dict[str, Instance] = {}
+
+    async def init_host(self) -> None:
+        """Load this host's guests from the state file, if there is one.
+
+        A guest whose boot was interrupted comes back powered off: it was defined on the
+        hypervisor but never finished booting. Its record is saved as such at once.
+        """
+        if self.state_file is None:
+            return
+        records = read_state_file(self.state_file).get(self.host, {})
+        for uuid, record in records.items():
+            guest = FakeGuest.from_json(record)
+            if record.get("booting"):
+                guest.state = PowerState.SHUTDOWN
+                guest.log("boot interrupted: the guest was being created when its manager stopped")
+            self.guests[uuid] = guest
+        if any(r.get("booting") for r in records.values()):
+            self._save()
+
+    def _save(self) -> None:
+        """Rewrite this host's section of the state file atomically (no-op without one).
+
+        Synchronous on purpose: nothing else of this process runs between reading the
+        file and replacing it, so the hosts of one process sharing the file never race.
+        """
+        if self.state_file is None:
+            return
+        mine = {uuid: guest.to_json() for uuid, guest in self.guests.items()}
+        for uuid, instance in self.booting.items():
+            mine.setdefault(uuid, FakeGuest(instance, PowerState.NOSTATE).to_json(booting=True))
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(self.state_file):
+            hosts = read_state_file(self.state_file)
+            hosts[self.host] = mine
+            fd, tmp = tempfile.mkstemp(dir=self.state_file.parent, prefix=f".{self.state_file.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    json.dump({"version": STATE_FORMAT, "hosts": hosts}, fh)
+                os.replace(tmp, self.state_file)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
 
     def _maybe_fail(self, op: str, instance: Instance) -> None:
         message = self.failures.get(op)
@@ -91,9 +204,21 @@ class FakeDriver(ComputeDriver):
     async def spawn(self, instance: Instance) -> None:
         if instance.uuid in self.guests:
             raise DriverError(f"instance {instance.uuid} already exists on {self.host}")
-        if self.boot_delay:
-            await asyncio.sleep(self.boot_delay)
-        self._maybe_fail("spawn", instance)  # nothing was created yet: no cleanup to do
+        # From here a real hypervisor has the guest (being created): recorded in the state
+        # file, so that a process killed mid-boot leaves it behind. A cancelled spawn (the
+        # agent stopping) leaves it too, as a real one would.
+        self.booting[instance.uuid] = instance
+        self._save()
+        try:
+            if self.boot_delay:
+                await asyncio.sleep(self.boot_delay)
+            self._maybe_fail("spawn", instance)
+        except DriverError:
+            # Cleanup duty: the failed guest is removed before the error reaches the agent.
+            self.booting.pop(instance.uuid, None)
+            self._save()
+            raise
+        self.booting.pop(instance.uuid, None)
         self._boot(instance, "booting")
 
     def _boot(self, instance: Instance, how: str) -> FakeGuest:
@@ -104,17 +229,21 @@ class FakeDriver(ComputeDriver):
             guest.log(f"eth: {port.mac} ip {port.ip}")
         guest.log("login:")
         self.guests[instance.uuid] = guest
+        self._save()
         return guest
 
     async def destroy(self, instance: Instance) -> None:
         self._maybe_fail("destroy", instance)
-        self.guests.pop(instance.uuid, None)
+        gone = self.guests.pop(instance.uuid, None)
+        if self.booting.pop(instance.uuid, None) is not None or gone is not None:
+            self._save()
 
     async def power_off(self, instance: Instance, timeout: float = 60.0) -> None:
         guest = self._guest(instance)
         self._maybe_fail("power_off", instance)
         guest.state = PowerState.SHUTDOWN
         guest.log("power off")
+        self._save()
 
     async def power_on(self, instance: Instance) -> None:
         # Like Nova's libvirt driver, power on is a hard reboot: a lost guest is recreated.
@@ -126,11 +255,13 @@ class FakeDriver(ComputeDriver):
         self._maybe_fail("power_on", instance)
         guest.state = PowerState.RUNNING
         guest.log("power on")
+        self._save()
 
     async def reboot(self, instance: Instance, hard: bool = False) -> None:
         if hard and instance.uuid not in self.guests:
-            # The guest was lost (a restart of this driver forgets every guest): a hard
-            # reboot recreates it from the instance's definition, as Nova's does.
+            # The guest was lost (a restart of this driver without a state file forgets
+            # every guest): a hard reboot recreates it from the instance's definition, as
+            # Nova's does.
             self._maybe_fail("reboot", instance)
             self._boot(instance, "recreated from its definition and booting (hard reboot)")
             return
@@ -138,6 +269,7 @@ class FakeDriver(ComputeDriver):
         self._maybe_fail("reboot", instance)
         guest.state = PowerState.RUNNING
         guest.log("hard reboot" if hard else "reboot")
+        self._save()
 
     async def get_power_state(self, instance: Instance) -> PowerState:
         return self._guest(instance).state
@@ -147,23 +279,27 @@ class FakeDriver(ComputeDriver):
         if guest.state != PowerState.RUNNING:
             raise InvalidState(f"cannot pause a guest in power state {guest.state.name}")
         guest.state = PowerState.PAUSED
+        self._save()
 
     async def unpause(self, instance: Instance) -> None:
         guest = self._guest(instance)
         if guest.state != PowerState.PAUSED:
             raise InvalidState(f"cannot unpause a guest in power state {guest.state.name}")
         guest.state = PowerState.RUNNING
+        self._save()
 
     async def suspend(self, instance: Instance) -> None:
         guest = self._guest(instance)
         self._maybe_fail("suspend", instance)
         guest.state = PowerState.SUSPENDED
         guest.log("suspended")
+        self._save()
 
     async def resume(self, instance: Instance) -> None:
         guest = self._guest(instance)
         guest.state = PowerState.RUNNING
         guest.log("resumed")
+        self._save()
 
     async def get_console_output(self, instance: Instance) -> str:
         return "\n".join(self._guest(instance).console) + "\n"
@@ -177,4 +313,5 @@ class FakeDriver(ComputeDriver):
     async def guest_powers_off(self, uuid: str) -> None:
         """Simulate a guest that shut itself down; the agent hears it as a lifecycle event."""
         self.guests[uuid].state = PowerState.SHUTDOWN
+        self._save()
         await self.emit_lifecycle(uuid, PowerState.SHUTDOWN)

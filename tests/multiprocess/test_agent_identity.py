@@ -65,6 +65,10 @@ async def hostile(agent_urls: dict[str, str]) -> AsyncIterator[Bus]:
     await bus.close()
 
 
+async def ignore(message: Any) -> None:
+    """A consumer that would read another host's commands (it never gets the chance)."""
+
+
 async def refused(call: Any) -> str:
     with pytest.raises(RemoteError) as info:
         await call
@@ -138,7 +142,7 @@ async def test_a_broken_into_host_speaks_only_for_itself(
         channel = await conn.channel()
         with pytest.raises(Exception, match="ACCESS_REFUSED"):
             queue = await channel.declare_queue("compute.hv-2", passive=True)
-            await queue.consume(lambda m: None)
+            await queue.consume(ignore)
         channel = await conn.channel()
         with pytest.raises(Exception, match="ACCESS_REFUSED"):
             await channel.queue_delete("conductor")
