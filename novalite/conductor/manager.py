@@ -290,6 +290,12 @@ class ConductorManager:
                     build_attempt=build_attempt,
                 )
                 return
+            if row.task_state == states.DELETING:
+                # The user deleted it while it built: its delete waits on this host's agent
+                # (behind the build) and finishes it there, freeing the claim. Rescheduling
+                # now would move it away from that delete, which could then never finish.
+                log.info("conductor.build_failed_while_deleting", instance=instance_uuid, host=host)
+                return
             attempts = len(await records.retried_build_hosts(conn, instance_uuid))
             tried = attempts + 1
             if reschedule and tried < self.settings.scheduler_max_attempts:

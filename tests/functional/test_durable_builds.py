@@ -117,3 +117,33 @@ async def test_reports_about_another_attempt_change_nothing(tmp_path: Any, db_ur
     finally:
         await cloud.session.close()
         await cloud.node.stop()
+
+
+async def test_delete_during_a_failing_build_deletes_it(tmp_path: Any, db_url: str) -> None:
+    """The build fails while the user's delete waits behind it: the server is deleted, not
+    rescheduled away from its delete (found by the crash soak: 204, then ERROR for good)."""
+    options = {"boot_delay": 1.5, "fail": {"spawn": "disk on fire"}, "fail_name_prefix": "bad"}
+    cloud = await start_cloud(make_settings(tmp_path, db_url, fake_hosts=2, driver_options=options))
+    try:
+        image = await make_image(cloud)
+        r = await create_server(cloud, image, name="bad-one")
+        assert r.status == 202, r
+        uuid = r.body["server"]["id"]
+        for _ in range(200):
+            server = (await cloud.get(f"/compute/v2.1/servers/{uuid}", microversion="2.100")).body["server"]
+            if server["OS-EXT-STS:task_state"] == "spawning":
+                break
+            await asyncio.sleep(0.02)
+        deleted = await cloud.request("DELETE", f"/compute/v2.1/servers/{uuid}")
+        assert deleted.status == 204, deleted
+        for _ in range(300):
+            if (await cloud.get(f"/compute/v2.1/servers/{uuid}")).status == 404:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            server = (await cloud.get(f"/compute/v2.1/servers/{uuid}", microversion="2.100")).body["server"]
+            raise AssertionError(f"still there: {server['status']}/{server['OS-EXT-STS:task_state']}")
+        assert await vcpus_used(cloud) == 0
+    finally:
+        await cloud.session.close()
+        await cloud.node.stop()
