@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,10 +14,8 @@ from novalite.bus import Bus, RemoteError, UnsupportedVersion
 from novalite.bus.client import encode
 from novalite.bus.identity import is_controller
 from novalite.bus.memory import MemoryTransport
-from novalite.bus.rabbit import RabbitTransport
 from novalite.context import RequestContext
-
-NewBus = Callable[[], Awaitable[Bus]]
+from tests.bus.conftest import NewBus
 
 
 class Counter:
@@ -30,28 +27,6 @@ class Counter:
 
     async def echo(self, ctx: RequestContext, value: Any) -> Any:
         return value
-
-
-@pytest.fixture(params=["memory", pytest.param("rabbit", marks=pytest.mark.rabbit)])
-async def new_bus(request: pytest.FixtureRequest) -> AsyncIterator[NewBus]:
-    buses: list[Bus] = []
-    memory = MemoryTransport()
-    url = request.getfixturevalue("rabbit_url") if request.param == "rabbit" else None
-
-    async def make() -> Bus:
-        bus = Bus(RabbitTransport(url, reconnect_interval=0.5) if url else memory)
-        await bus.start()
-        buses.append(bus)
-        return bus
-
-    yield make
-    for bus in buses:
-        await bus.close()
-
-
-@pytest.fixture
-def topic() -> str:
-    return f"env-{uuid.uuid4().hex[:8]}"
 
 
 async def settle(check: Callable[[], bool], within: float = 5.0) -> None:

@@ -12,18 +12,15 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from novalite.bus import Bus, CallTimeout, RemoteError, TransportError, UnknownMethod, make_transport
-from novalite.bus.memory import MemoryTransport
 from novalite.bus.rabbit import RabbitTransport
 from novalite.context import RequestContext
-
-NewBus = Callable[[], Awaitable[Bus]]
+from tests.bus.conftest import NewBus
 
 
 async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
@@ -56,32 +53,8 @@ class Endpoint:
 
 
 @pytest.fixture
-def topic() -> str:
-    return f"t-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
 def ctx() -> RequestContext:
     return RequestContext.admin()
-
-
-@pytest.fixture(params=["memory", pytest.param("rabbit", marks=pytest.mark.rabbit)])
-async def new_bus(request: pytest.FixtureRequest) -> AsyncIterator[NewBus]:
-    """Make started Buses: on one shared MemoryTransport, or each on its own RabbitTransport."""
-    buses: list[Bus] = []
-    memory = MemoryTransport()
-    url = request.getfixturevalue("rabbit_url") if request.param == "rabbit" else None
-
-    async def make() -> Bus:
-        transport = RabbitTransport(url, reconnect_interval=0.5) if url else memory
-        bus = Bus(transport)
-        await bus.start()
-        buses.append(bus)
-        return bus
-
-    yield make
-    for bus in buses:
-        await bus.close()
 
 
 @pytest.fixture

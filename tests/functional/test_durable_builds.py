@@ -27,6 +27,18 @@ async def outbox_rows(cloud: Cloud) -> int:
         return await outbox.count(conn)
 
 
+async def wait_spawning(cloud: Cloud, uuid: str) -> dict[str, Any]:
+    """The server once its host's agent is building it."""
+    for _ in range(200):
+        server: dict[str, Any] = (await cloud.get(f"/compute/v2.1/servers/{uuid}", microversion="2.100")).body[
+            "server"
+        ]
+        if server["OS-EXT-STS:task_state"] == "spawning":
+            return server
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"server {uuid} never reached spawning")
+
+
 async def vcpus_used(cloud: Cloud) -> int:
     r = await cloud.get("/compute/v2.1/os-hypervisors/detail", microversion="2.88")
     assert r.status == 200, r
@@ -78,11 +90,7 @@ async def test_reports_about_another_attempt_change_nothing(tmp_path: Any, db_ur
         r = await create_server(cloud, image, name="slow")
         assert r.status == 202, r
         uuid = r.body["server"]["id"]
-        for _ in range(200):
-            server = (await cloud.get(f"/compute/v2.1/servers/{uuid}", microversion="2.100")).body["server"]
-            if server["OS-EXT-STS:task_state"] == "spawning":
-                break
-            await asyncio.sleep(0.02)
+        server = await wait_spawning(cloud, uuid)
         host = server["OS-EXT-SRV-ATTR:host"]
         assert host
         ctx = RequestContext.admin()
@@ -129,11 +137,7 @@ async def test_delete_during_a_failing_build_deletes_it(tmp_path: Any, db_url: s
         r = await create_server(cloud, image, name="bad-one")
         assert r.status == 202, r
         uuid = r.body["server"]["id"]
-        for _ in range(200):
-            server = (await cloud.get(f"/compute/v2.1/servers/{uuid}", microversion="2.100")).body["server"]
-            if server["OS-EXT-STS:task_state"] == "spawning":
-                break
-            await asyncio.sleep(0.02)
+        server = await wait_spawning(cloud, uuid)
         deleted = await cloud.request("DELETE", f"/compute/v2.1/servers/{uuid}")
         assert deleted.status == 204, deleted
         for _ in range(300):
