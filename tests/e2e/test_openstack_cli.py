@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tests.conftest import free_port
 from tests.e2e.cli import Cli, cli_for_state, read_banner
@@ -71,14 +69,14 @@ def test_the_readme_scenario(served, tmp_path):
     flavors = cli.json("flavor", "list")
     assert "m1.tiny" in {f["Name"] for f in flavors}
 
-    image_file = tmp_path / "some.qcow2"
-    tiny_qcow2(image_file)
-    image = cli.json("image", "create", "--file", str(image_file), "--disk-format", "qcow2", "tiny")
-    assert image["status"] == "active" and image["size"] == 65536
+    # As the README says: any file is an image for the fake driver, a key made with ssh-keygen.
+    image_file = tmp_path / "tiny.img"
+    subprocess.run(f"head -c 1048576 /dev/zero > {image_file}", shell=True, check=True)
+    image = cli.json("image", "create", "--file", str(image_file), "--disk-format", "raw", "--public", "tiny")
+    assert image["status"] == "active" and image["size"] == 1048576 and image["visibility"] == "public"
 
-    key = ed25519.Ed25519PrivateKey.generate().public_key()
-    pub = tmp_path / "id_ed25519.pub"
-    pub.write_bytes(key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b" me@lab")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k1")], check=True)
+    pub = tmp_path / "k1.pub"
     kp = cli.json("keypair", "create", "--public-key", str(pub), "k1")
     assert kp["name"] == "k1" and kp["fingerprint"]
 
