@@ -89,8 +89,10 @@ async def _db_upgrade(settings: Settings) -> int:
 
     db = Database(settings.db_url)
     try:
-        await upgrade(db)
-        print(f"database at revision {await current_revision(db)}")
+        before = await current_revision(db)
+        print(f"database at revision {before or '(empty)'}; applying what is newer", flush=True)
+        applied = await upgrade(db, progress=lambda rev, doc: print(f"  applied {rev}: {doc}", flush=True))
+        print(f"database at revision {await current_revision(db)} ({len(applied)} migration(s) applied)")
     finally:
         await db.close()
     return 0
@@ -132,7 +134,7 @@ def _print_banner(node: Any, info: Any) -> None:
         f"novalite {__version__} serving {', '.join(node.roles)}",
         f"  API:          {info.api_url}  (identity /identity/v3, compute /compute/v2.1, image /image)",
         f"  state dir:    {info.state_dir}",
-        f"  database:     {_redact(settings.db_url)}",
+        f"  database:     {_redact(settings.db_url)}{_schema_note(info)}",
         f"  transport:    {_redact(settings.transport_url)}",
     ]
     if "compute" in node.roles:
@@ -146,6 +148,11 @@ def _print_banner(node: Any, info: Any) -> None:
         lines.append(f"  clouds.yaml:  {info.clouds_yaml}")
         lines.append(f"  use it:       export OS_CLIENT_CONFIG_FILE={info.clouds_yaml} OS_CLOUD=novalite")
     print("\n".join(lines), flush=True)
+
+
+def _schema_note(info: Any) -> str:
+    applied = getattr(info, "migrations_applied", None)
+    return f"  (schema migrated now: {', '.join(applied)})" if applied else ""
 
 
 def _driver_summary(node: Any) -> str:

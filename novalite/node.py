@@ -52,6 +52,8 @@ class StartupInfo:
     clouds_yaml: str | None
     generated_password: str | None
     admin_password_source: str
+    #: Schema migrations this start applied (the first start applies them all).
+    migrations_applied: list[str]
 
 
 class Node:
@@ -80,11 +82,14 @@ class Node:
         bus = Bus(make_transport(settings.transport_url))
         await bus.start()
         generated, clouds, password_source = None, None, "unchanged"
+        migrated: list[str] = []
         if CONTROLLER_ROLES & set(self.roles):
             db = Database(settings.db_url, settings.database_pool_size)
             self.rt = crt = ControllerRuntime(settings, bus, db=db)
             async with startup_lock(db):
-                await upgrade(db)
+                migrated = await upgrade(
+                    db, progress=lambda rev, doc: log.info("db.migration_applied", revision=rev, what=doc)
+                )
                 if "api" in self.roles:
                     generated, clouds, password_source = await self._bootstrap_identity(crt)
                     async with db.begin() as conn:
@@ -116,6 +121,7 @@ class Node:
             clouds_yaml=str(clouds) if clouds else None,
             generated_password=generated,
             admin_password_source=password_source,
+            migrations_applied=migrated,
         )
         return self.startup
 

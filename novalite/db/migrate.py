@@ -7,8 +7,9 @@ idempotent and takes the database to the newest revision.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -58,15 +59,34 @@ async def current_revision(db: Database) -> str | None:
         return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
 
 
-async def upgrade(db: Database, revision: str = "head") -> None:
-    """Apply every pending migration to ``db``."""
+#: Told of each migration as it is applied: its revision and the first line of its docstring.
+Progress = Callable[[str, str], None]
+
+
+async def upgrade(db: Database, revision: str = "head", progress: Progress | None = None) -> list[str]:
+    """Apply every pending migration to ``db``; return the revisions applied, in order.
+
+    ``progress`` hears of each one as it is done (``novalite db upgrade`` prints them: a
+    migration of a big database can take a while, and silence looks like a hang).
+    """
+    applied: list[str] = []
+
+    def on_version_apply(*, step: Any, **_: Any) -> None:
+        rev = str(step.up_revision_id)
+        applied.append(rev)
+        if progress is not None:
+            doc = (step.up_revision.doc or "").strip().splitlines()
+            progress(rev, doc[0] if doc else "")
+
     async with db.begin() as conn:
-        await conn.run_sync(_run_upgrade, revision)
+        await conn.run_sync(_run_upgrade, revision, on_version_apply)
+    return applied
 
 
-def _run_upgrade(sync_conn, revision: str) -> None:  # type: ignore[no-untyped-def]
+def _run_upgrade(sync_conn, revision: str, on_version_apply) -> None:  # type: ignore[no-untyped-def]
     cfg = alembic_config()
     cfg.attributes["connection"] = sync_conn
+    cfg.attributes["on_version_apply"] = on_version_apply
     command.upgrade(cfg, revision)
 
 

@@ -1,5 +1,8 @@
 """Migrations build exactly the schema the code declares, on SQLite and on PostgreSQL."""
 
+import subprocess
+import sys
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -21,3 +24,32 @@ async def test_upgrade_is_idempotent_and_matches_schema(db_url):
         assert diff == [], f"migrations and novalite/db/schema.py disagree: {diff}"
     finally:
         await db.close()
+
+
+async def test_upgrade_tells_what_it_applies(tmp_path):
+    """A first start applies every migration and says so; the next applies none."""
+    db = Database(f"sqlite:///{tmp_path / 'n.db'}")
+    heard: list[tuple[str, str]] = []
+    try:
+        applied = await upgrade(db, progress=lambda rev, doc: heard.append((rev, doc)))
+        assert applied == ["0001", "0002", "0003"]
+        assert [rev for rev, _ in heard] == applied
+        assert all(doc for _, doc in heard)  # each says what it does
+        assert "outbox" in heard[-1][1]
+        assert await upgrade(db, progress=lambda rev, doc: heard.append((rev, doc))) == []
+    finally:
+        await db.close()
+
+
+def test_db_upgrade_command_prints_progress(tmp_path):
+    env = {
+        "NOVALITE_DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}",
+        "NOVALITE_STATE_DIR": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "novalite.cli", "db", "upgrade"], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    assert "database at revision (empty)" in out
+    assert "applied 0003: transactional outbox and build attempt identity" in out
+    assert "3 migration(s) applied" in out

@@ -8,6 +8,11 @@ connection = context.config.attributes.get("connection")
 if connection is None:
     raise RuntimeError("run migrations through novalite.db.migrate (novalite db upgrade)")
 
-context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+context.configure(
+    connection=connection,
+    target_metadata=metadata,
+    render_as_batch=True,
+    on_version_apply=context.config.attributes.get("on_version_apply"),
+)
 with context.begin_transaction():
     context.run_migrations()
