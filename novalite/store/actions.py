@@ -12,21 +12,38 @@ from novalite.db import schema as t
 from novalite.store.paging import page_after
 from novalite.timeutil import utcnow
 
+# Statements of the write path, built once: they run several times per server built, and
+# building a statement costs more than SQLite takes to execute it (docs/benchmarks.md).
+_ACTIONS = t.instance_actions
+_INSERT_ACTION = _ACTIONS.insert()
+_FIND_ACTION = sa.select(_ACTIONS.c.id).where(
+    _ACTIONS.c.instance_uuid == sa.bindparam("uuid_"), _ACTIONS.c.request_id == sa.bindparam("rid")
+)
+_INSERT_EVENT = t.instance_action_events.insert()
+_TOUCH_ACTION = _ACTIONS.update().where(_ACTIONS.c.id == sa.bindparam("id_")).values(updated_at=sa.bindparam("now"))
+_FAIL_ACTION = _TOUCH_ACTION.values(message="Error")
+_FINISH_ACTION = (
+    _ACTIONS.update()
+    .where(_ACTIONS.c.instance_uuid == sa.bindparam("uuid_"), _ACTIONS.c.request_id == sa.bindparam("rid"))
+    .values(finish_time=sa.bindparam("now"), updated_at=sa.bindparam("now"))
+)
+
 
 async def start_action(
     conn: Connection, instance_uuid: str, action: str, request_id: str, user_id: str | None, project_id: str | None
 ) -> None:
     now = utcnow()
     await conn.execute(
-        t.instance_actions.insert().values(
-            instance_uuid=instance_uuid,
-            request_id=request_id,
-            action=action,
-            user_id=user_id,
-            project_id=project_id,
-            start_time=now,
-            updated_at=now,
-        )
+        _INSERT_ACTION,
+        {
+            "instance_uuid": instance_uuid,
+            "request_id": request_id,
+            "action": action,
+            "user_id": user_id,
+            "project_id": project_id,
+            "start_time": now,
+            "updated_at": now,
+        },
     )
 
 
@@ -44,41 +61,28 @@ async def record_event(
     details: str | None = None,
 ) -> None:
     """Add an event to the action of ``request_id`` (and note a failure on the action)."""
-    action = (
-        await conn.execute(
-            sa.select(t.instance_actions.c.id).where(
-                t.instance_actions.c.instance_uuid == instance_uuid, t.instance_actions.c.request_id == request_id
-            )
-        )
-    ).first()
+    action = (await conn.execute(_FIND_ACTION, {"uuid_": instance_uuid, "rid": request_id})).first()
     if action is None:
         return
     now = utcnow()
     await conn.execute(
-        t.instance_action_events.insert().values(
-            action_id=action.id,
-            event=event,
-            start_time=start_time or now,
-            finish_time=finish_time,
-            result=result,
-            traceback=traceback,
-            host=host,
-            details=details,
-        )
+        _INSERT_EVENT,
+        {
+            "action_id": action.id,
+            "event": event,
+            "start_time": start_time or now,
+            "finish_time": finish_time,
+            "result": result,
+            "traceback": traceback,
+            "host": host,
+            "details": details,
+        },
     )
-    values: dict[str, Any] = {"updated_at": now}
-    if result == "Error":
-        values["message"] = "Error"
-    await conn.execute(t.instance_actions.update().where(t.instance_actions.c.id == action.id).values(**values))
+    await conn.execute(_FAIL_ACTION if result == "Error" else _TOUCH_ACTION, {"id_": action.id, "now": now})
 
 
 async def finish_action(conn: Connection, instance_uuid: str, request_id: str) -> None:
-    now = utcnow()
-    await conn.execute(
-        t.instance_actions.update()
-        .where(t.instance_actions.c.instance_uuid == instance_uuid, t.instance_actions.c.request_id == request_id)
-        .values(finish_time=now, updated_at=now)
-    )
+    await conn.execute(_FINISH_ACTION, {"uuid_": instance_uuid, "rid": request_id, "now": utcnow()})
 
 
 # -- reading (``os-instance-actions``) ------------------------------------------------------
