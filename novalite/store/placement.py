@@ -138,8 +138,34 @@ async def set_inventories(conn: Connection, provider_uuid: str, inventories: dic
     return True
 
 
+# The claim path's statements, built once: a claim runs them for every placement, and
+# building a statement costs more than SQLite takes to execute it (docs/benchmarks.md).
+_PROVIDER = sa.select(t.resource_providers).where(t.resource_providers.c.uuid == sa.bindparam("p"))
+_INVENTORIES = sa.select(t.inventories).where(t.inventories.c.provider_uuid == sa.bindparam("p"))
+_USED = (
+    sa.select(t.allocations.c.resource_class, sa.func.sum(t.allocations.c.used))
+    .where(t.allocations.c.provider_uuid == sa.bindparam("p"))
+    .group_by(t.allocations.c.resource_class)
+)
+_BUMP_IF = (
+    t.resource_providers.update()
+    .where(t.resource_providers.c.uuid == sa.bindparam("p"), t.resource_providers.c.generation == sa.bindparam("g"))
+    .values(generation=sa.bindparam("g_next"))
+)
+_INSERT_ALLOCATION = t.allocations.insert()
+_CONSUMER_PROVIDERS = (
+    sa.select(t.allocations.c.provider_uuid).where(t.allocations.c.consumer_uuid == sa.bindparam("c")).distinct()
+)
+_DELETE_CONSUMER = t.allocations.delete().where(t.allocations.c.consumer_uuid == sa.bindparam("c"))
+_BUMP_ALL = (
+    t.resource_providers.update()
+    .where(t.resource_providers.c.uuid.in_(sa.bindparam("ps", expanding=True)))
+    .values(generation=t.resource_providers.c.generation + 1)
+)
+
+
 async def _inventories(conn: Connection, provider_uuid: str) -> dict[str, Inventory]:
-    rows = await conn.execute(sa.select(t.inventories).where(t.inventories.c.provider_uuid == provider_uuid))
+    rows = await conn.execute(_INVENTORIES, {"p": provider_uuid})
     return {
         r.resource_class: Inventory(
             total=r.total,
@@ -154,18 +180,12 @@ async def _inventories(conn: Connection, provider_uuid: str) -> dict[str, Invent
 
 
 async def provider_usage(conn: Connection, provider_uuid: str) -> ProviderUsage | None:
-    row = (
-        await conn.execute(sa.select(t.resource_providers).where(t.resource_providers.c.uuid == provider_uuid))
-    ).first()
+    row = (await conn.execute(_PROVIDER, {"p": provider_uuid})).first()
     if row is None:
         return None
     usage = ProviderUsage(uuid=row.uuid, name=row.name, generation=row.generation)
     usage.inventories = await _inventories(conn, provider_uuid)
-    used = await conn.execute(
-        sa.select(t.allocations.c.resource_class, sa.func.sum(t.allocations.c.used))
-        .where(t.allocations.c.provider_uuid == provider_uuid)
-        .group_by(t.allocations.c.resource_class)
-    )
+    used = await conn.execute(_USED, {"p": provider_uuid})
     usage.used = {rc: int(total or 0) for rc, total in used}
     return usage
 
@@ -232,17 +252,12 @@ async def _claim_once(
     if usage is None or not usage.fits(resources):
         return False
     bumped = await conn.execute(
-        t.resource_providers.update()
-        .where(
-            t.resource_providers.c.uuid == provider_uuid,
-            t.resource_providers.c.generation == usage.generation,
-        )
-        .values(generation=usage.generation + 1)
+        _BUMP_IF, {"p": provider_uuid, "g": usage.generation, "g_next": usage.generation + 1}
     )
     if bumped.rowcount != 1:
         raise ClaimConflict(provider_uuid)
     await conn.execute(
-        t.allocations.insert(),
+        _INSERT_ALLOCATION,
         [
             dict(provider_uuid=provider_uuid, consumer_uuid=consumer_uuid, resource_class=rc, used=amount)
             for rc, amount in resources.items()
@@ -284,17 +299,8 @@ async def claim(
 
 async def release(conn: Connection, consumer_uuid: str) -> None:
     """Free everything the consumer holds (its instance was deleted or failed to build)."""
-    providers = [
-        r[0]
-        for r in await conn.execute(
-            sa.select(t.allocations.c.provider_uuid).where(t.allocations.c.consumer_uuid == consumer_uuid).distinct()
-        )
-    ]
+    providers = [r[0] for r in await conn.execute(_CONSUMER_PROVIDERS, {"c": consumer_uuid})]
     if not providers:
         return
-    await conn.execute(t.allocations.delete().where(t.allocations.c.consumer_uuid == consumer_uuid))
-    await conn.execute(
-        t.resource_providers.update()
-        .where(t.resource_providers.c.uuid.in_(providers))
-        .values(generation=t.resource_providers.c.generation + 1)
-    )
+    await conn.execute(_DELETE_CONSUMER, {"c": consumer_uuid})
+    await conn.execute(_BUMP_ALL, {"ps": providers})
