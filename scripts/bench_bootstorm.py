@@ -24,6 +24,10 @@ multi-create decision.
     python scripts/bench_bootstorm.py --hosts 10 --servers 50
     python scripts/bench_bootstorm.py --hosts 10 --servers 1000
     python scripts/bench_bootstorm.py --storm-hosts 3 --servers 30 [--schedulers 2] [--database-url ...]
+
+``--out FILE.json`` also writes the figures to FILE.json with the raw samples behind them
+(each server's create→ACTIVE latency, each listing's and each decision's time) and the run's
+options, for ``scripts/plot_benchmarks.py``; stdout stays the same.
 """
 
 from __future__ import annotations
@@ -178,6 +182,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 create_to_active_p95_ms=round(percentile(latencies, 95) * 1000, 1),
                 server_cpu_s_per_boot=round((cpu1 - cpu0) / args.servers, 4),
             )
+            samples: dict[str, list[float]] = {"create_to_active_ms": [round(v * 1000, 1) for v in sorted(latencies)]}
 
             detail_times = []
             for _ in range(args.detail_samples):
@@ -187,6 +192,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 assert status == 200
             results["detail_count"] = len(body["servers"])
             results["servers_detail_p50_ms"] = round(percentile(detail_times, 50) * 1000, 1)
+            samples["servers_detail_ms"] = [round(v * 1000, 2) for v in detail_times]
             results["server_rss_mb"] = round(ps.memory_info().rss / 2**20, 1)
 
             async def delete(sid: str) -> None:
@@ -210,6 +216,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results["claim_conflicts_per_placement"] = (
         stats["claim_conflicts_per_placement"] if stats else "n/a (run with NOVALITE_LOG_LEVEL=INFO)"
     )
+    results["samples"] = samples  # main() keeps these out of stdout, for --out
     return results
 
 
@@ -302,6 +309,10 @@ async def scheduler_decision(hosts: int, samples: int) -> dict[str, Any]:
         "select_and_claim_p50_ms": round(percentile(total_times, 50) * 1000, 2),
         "cache_refresh_ms": round(refresh * 1000, 1),
         "claim_conflicts_per_placement": (await sched.get_claim_stats())["claim_conflicts_per_placement"],
+        "samples": {
+            "filter_weigh_ms": [round(v * 1000, 3) for v in rank_times],
+            "select_and_claim_ms": [round(v * 1000, 3) for v in total_times],
+        },
     }
 
 
@@ -426,14 +437,34 @@ def main() -> None:
         "and claim conflicts per placement",
     )
     parser.add_argument("--schedulers", type=int, default=1, help="with --storm-hosts: schedulers sharing the DB")
+    parser.add_argument(
+        "--out", type=Path, help="also write the figures, their raw samples and the options here (JSON)"
+    )
     args = parser.parse_args()
     if args.storm_hosts:
+        kind = "scheduler_storm"
         result = asyncio.run(scheduler_storm(args.storm_hosts, args.servers, args.schedulers, args.database_url))
     elif args.scheduler_hosts:
+        kind = "scheduler_decision"
         result = asyncio.run(scheduler_decision(args.scheduler_hosts, 50))
     else:
+        kind = "bootstorm"
         result = asyncio.run(run(args))
+    samples = result.pop("samples", {})
     print(json.dumps(result, indent=2))
+    if args.out:
+        options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"}
+        options.pop("database_url", None)  # may carry a password; the figures say which database below
+        record = {
+            "benchmark": kind,
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "database": "postgresql" if args.database_url else "sqlite",
+            "options": options,
+            "results": result,
+            "samples": samples,
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":
