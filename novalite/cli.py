@@ -1,4 +1,4 @@
-"""The ``novalite`` command: ``serve``, ``agent``, ``db upgrade``, ``--version``."""
+"""The ``novalite`` command: ``serve``, ``agent``, ``status``, ``db upgrade``, ``--version``."""
 
 from __future__ import annotations
 
@@ -39,11 +39,24 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--host", help="this compute host's name (default: the machine's hostname)")
     agent.add_argument("--driver", help="hypervisor driver ($NOVALITE_DRIVER)")
 
+    status = sub.add_parser("status", help="services, hosts and servers of a running cloud, read through its API")
+    _common(status)
+    status.add_argument("--os-cloud", help="cloud in clouds.yaml ($OS_CLOUD, default novalite)")
+    status.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+    status.add_argument("--watch", type=_watch_seconds, metavar="N", help="refresh every N seconds until Ctrl-C")
+    status.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each API request")
+
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_sub.add_parser("upgrade", help="apply pending schema migrations")
     _common(upgrade)
     return parser
+
+
+def _watch_seconds(raw: str) -> float:
+    from novalite.status import watch_seconds
+
+    return watch_seconds(raw)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +76,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"novalite: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
+    if args.command == "status":
+        from novalite.status import run as status
+
+        return status(
+            os_cloud=args.os_cloud,
+            state_dir=settings.state_dir,
+            as_json=args.json,
+            watch=args.watch,
+            timeout=args.timeout,
+        )
     if args.command == "db":
         return asyncio.run(_db_upgrade(settings))
     if args.command == "agent":
