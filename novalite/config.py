@@ -165,6 +165,13 @@ class Settings(BaseSettings):
         gt=0,
         description="A build not ACTIVE after this many seconds goes to ERROR (Nova's instance_build_timeout).",
     )
+    reclaim_instance_interval: int = Field(
+        default=0,
+        ge=0,
+        description="Seconds a deleted server stays SOFT_DELETED (powered off, still holding its resources and "
+        "quota, restorable with `openstack server restore`) before the conductor deletes it; 0 deletes at "
+        "once (Nova's reclaim_instance_interval).",
+    )
     rpc_timeout: float = Field(
         default=60.0, gt=0, description="How long an RPC call to an agent waits before giving up."
     )
@@ -241,8 +248,13 @@ class Settings(BaseSettings):
     novnc_path: str = Field(
         default="",
         description="Directory of noVNC (holding core/rfb.js). Empty: the first found of "
-        "/usr/local/share/novalite/novnc, ~/.local/share/novalite/novnc and /usr/share/novnc "
-        "(scripts/setup-novnc.sh puts it there).",
+        "/usr/local/share/novalite/novnc and ~/.local/share/novalite/novnc (scripts/setup-novnc.sh "
+        "puts other versions there), else the copy shipped in the package (noVNC 1.7.0).",
+    )
+    metrics_enabled: bool = Field(
+        default=True,
+        description="Serve Prometheus metrics at GET /metrics on the API listener. It needs no token: "
+        "bind the API to loopback or firewall it (see docs/metrics.md).",
     )
     log_level: str = Field(default="INFO", description=f"One of {', '.join(LOG_LEVELS)}.")
     driver: str = Field(default="fake", description="Hypervisor driver of the local compute host(s) ([driver] name).")

@@ -428,6 +428,12 @@ class ComputeAgent:
         work = functools.partial(self.driver.power_off, timeout=timeout)
         await self._operate(ctx, instance, "compute_stop_instance", work, states.STOPPED)
 
+    async def soft_delete_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
+        """Power the guest off for a soft delete (``reclaim_instance_interval`` > 0): it ends
+        SOFT_DELETED, guest and disks kept, until a restore or the conductor's reclaim."""
+        work = functools.partial(self.driver.power_off, timeout=60.0)
+        await self._operate(ctx, instance, "compute_soft_delete_instance", work, states.SOFT_DELETED)
+
     async def start_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
         """Power on; a guest the hypervisor lost is recreated (the driver's contract, Nova's
         libvirt behaviour), so a start after a host restart brings the server back."""

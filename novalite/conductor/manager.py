@@ -21,6 +21,7 @@ from typing import Any
 from novalite import states
 from novalite.bus import CallTimeout, RemoteError
 from novalite.bus.identity import agent_host, is_controller, require_controller, require_host
+from novalite.conductor import reclaim
 from novalite.context import RequestContext
 from novalite.identity import tickets
 from novalite.log import bind_request_id, get_logger
@@ -60,6 +61,7 @@ class ConductorManager:
         self._periodic = [
             asyncio.create_task(self._report_loop()),
             asyncio.create_task(self._build_watchdog()),
+            asyncio.create_task(reclaim.reclaim_loop(self.rt)),
         ]
 
     async def stop(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid as uuidlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -68,6 +69,16 @@ async def building_instances(conn: Connection) -> list[sa.Row[Any]]:
         t.instances.c.vm_state == states.BUILDING, t.instances.c.deleted.is_(False)
     )
     return list((await conn.execute(query)).fetchall())
+
+
+async def soft_deleted_instances(conn: Connection, deleted_before: datetime | None = None) -> list[sa.Row[Any]]:
+    """Live instances soft-deleted (``deleted_at`` set on a row not yet deleted), for the
+    conductor's reclaim; with ``deleted_before``, only those soft-deleted before that time."""
+    c = t.instances.c
+    query = sa.select(t.instances).where(c.deleted.is_(False), c.deleted_at.is_not(None))
+    if deleted_before is not None:
+        query = query.where(c.deleted_at <= deleted_before)
+    return list((await conn.execute(query.order_by(c.deleted_at))).fetchall())
 
 
 # -- writing instances ----------------------------------------------------------------------

@@ -309,6 +309,11 @@ TABLE: list[Row] = [
     # os-admin-actions:reset_state is ADMIN: checked before the server is looked up, so 403 for beta too.
     Row("POST", ACTION,                                           401, 403, 403, 403, 403, 202,
         body={"os-resetState": {"state": "active"}}),
+    # os-deferred-delete:restore and :force are project member or admin (Nova's defaults).
+    Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
+        body={"restore": None}, fresh="soft_deleted_server"),
+    Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
+        body={"forceDelete": None}, fresh="soft_deleted_server"),
     # The console log may hold secrets: member or admin (a reader may not).
     Row("POST", ACTION,                                           401, 403, 200, 200, 404, 200,
         body={"os-getConsoleOutput": {}}),
@@ -762,6 +767,20 @@ async def _suspended_server(w: World) -> dict[str, str]:
     return {"server_id": await w.server_in("suspend", "SUSPENDED")}
 
 
+async def _soft_deleted_server(w: World) -> dict[str, str]:
+    """A server of alpha deleted by its member while deletes are deferred: the matrix's cloud
+    deletes at once (reclaim_instance_interval 0), except for the delete of this server."""
+    server_id = await w.server()
+    settings = w.cloud.rt.settings
+    settings.reclaim_instance_interval = 3600
+    try:
+        await w.as_("member", "DELETE", f"{C}/servers/{server_id}")
+    finally:
+        settings.reclaim_instance_interval = 0
+    await wait_status(w.cloud, server_id, "SOFT_DELETED", token=w.people["member"].token)
+    return {"server_id": server_id}
+
+
 async def _metadata_key(w: World) -> dict[str, str]:
     key = f"d{uuid.uuid4().hex[:8]}"
     path = f"{C}/servers/{w.values['server_id']}/metadata/{key}"
@@ -871,6 +890,7 @@ FRESH: dict[str, Callable[[World], Awaitable[dict[str, str]]]] = {
     "stopped_server": _stopped_server,
     "paused_server": _paused_server,
     "suspended_server": _suspended_server,
+    "soft_deleted_server": _soft_deleted_server,
     "metadata_key": _metadata_key,
     "flavor": _flavor,
     "extra_spec": _extra_spec,

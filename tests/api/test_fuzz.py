@@ -444,6 +444,8 @@ ACTION_ARGS: dict[str, Any] = {
     "unlock": None,
     "os-resetState": {"state": "active"},
     "os-getVNCConsole": {"type": "novnc"},
+    "restore": None,
+    "forceDelete": None,
 }
 
 

@@ -17,6 +17,7 @@ from aiohttp import web
 from novalite import states
 from novalite.api.compute.common import require_admin, require_member
 from novalite.api.compute.microversions import microversion
+from novalite.api.compute.servers import delete_instance
 from novalite.api.errors import BadRequest, Conflict
 from novalite.api.http import context, json_response, read_json, runtime
 from novalite.bus import BusError
@@ -72,8 +73,9 @@ async def _run(request: web.Request, action: PowerAction, **agent_args: Any) -> 
         row = await records.visible_instance(conn, ctx, server_id)
         if row.locked and not ctx.is_admin:
             raise Conflict(f"Instance {server_id} is locked")
-        if row.vm_state not in action.vm_states:
-            raise _conflict(action.name, server_id, "vm_state", row.vm_state)
+        vm_state = states.shown_vm_state(row.vm_state, row.deleted, row.deleted_at)
+        if vm_state not in action.vm_states:
+            raise _conflict(action.name, server_id, "vm_state", vm_state)
         if row.task_state not in action.task_states:
             raise _conflict(action.name, server_id, "task_state", row.task_state)
         if not row.host or not await records.compute_host_is_up(conn, row.host, rt.settings.service_down_time):
@@ -200,6 +202,67 @@ async def _reset_state(request: web.Request, body: Any) -> web.Response:
     return web.Response(status=202)
 
 
+async def _soft_deleted_row(request: web.Request, conn: Any, action: str, policy: str) -> Any:
+    """The server of a deferred-delete action (``os-deferred-delete``, project member or admin,
+    as Nova); 409 if it is not soft-deleted, is locked (to non-admins), or has a task under way."""
+    ctx = context(request)
+    require_member(ctx, f"os_compute_api:os-deferred-delete:{policy}")
+    server_id = request.match_info["server_id"]
+    row = await records.visible_instance(conn, ctx, server_id)
+    if row.locked and not ctx.is_admin:
+        raise Conflict(f"Instance {server_id} is locked")
+    if not states.is_soft_deleted(row.deleted, row.deleted_at):
+        raise _conflict(action, server_id, "vm_state", row.vm_state)
+    if row.task_state is not None:
+        raise _conflict(action, server_id, "task_state", row.task_state)
+    return row
+
+
+async def _restore(request: web.Request, body: Any) -> web.Response:
+    """Undo a soft delete: power the guest on again (it ends ACTIVE when the agent reports);
+    the claim and quota it kept are its own still."""
+    ctx = context(request)
+    rt = runtime(request)
+    async with rt.db.begin() as conn:
+        row = await _soft_deleted_row(request, conn, "restore", "restore")
+        server_id = row.uuid
+        if not row.host or not await records.compute_host_is_up(conn, row.host, rt.settings.service_down_time):
+            raise Conflict(
+                f"Cannot 'restore' instance {server_id}: its compute host {row.host or '(none)'} is down "
+                "or unreachable."
+            )
+        # Off until the power-on lands: a failed power-on leaves a SHUTOFF server (with the
+        # fault) that os-start can retry, not one stuck soft-deleted without the mark.
+        changed = await records.update_instance(
+            conn,
+            server_id,
+            expect={"deleted": False, "task_state": None},
+            vm_state=states.STOPPED,
+            task_state=states.POWERING_ON,
+            deleted_at=None,
+        )
+        if not changed:
+            raise _conflict("restore", server_id, "task_state", "(changed concurrently)")
+        await actions.start_action(conn, server_id, "restore", ctx.request_id, ctx.user_id, ctx.project_id)
+        payload = await records.payload_from_row(conn, row)
+        await cast_after_commit(conn, ctx, f"compute.{row.host}", "start_instance", instance=payload)
+    return web.Response(status=202)
+
+
+async def _force_delete(request: web.Request, body: Any) -> web.Response:
+    """Delete a soft-deleted server now, by the normal delete path (terminate on its host,
+    or a local delete if the host is down), without waiting for the reclaim."""
+    ctx = context(request)
+    rt = runtime(request)
+    async with rt.db.begin() as conn:
+        row = await _soft_deleted_row(request, conn, "forceDelete", "force")
+        host_up = row.host is not None and await records.compute_host_is_up(
+            conn, row.host, rt.settings.service_down_time
+        )
+        await delete_instance(conn, ctx, row, host_up=host_up)
+    return web.Response(status=202)
+
+
 def _simple(key: str) -> Callable[[web.Request, Any], Awaitable[web.Response]]:
     async def handler(request: web.Request, body: Any) -> web.Response:
         return await _run(request, ACTIONS[key])
@@ -214,6 +277,8 @@ HANDLERS: dict[str, Callable[[web.Request, Any], Awaitable[web.Response]]] = {
     "lock": _lock,
     "unlock": _unlock,
     "os-resetState": _reset_state,
+    "restore": _restore,
+    "forceDelete": _force_delete,
 }
 
 

@@ -33,6 +33,7 @@ from novalite.api.compute.views import ViewFlags, cached_detail_views, detail_vi
 from novalite.api.errors import BadRequest, Conflict, Forbidden
 from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.validation import metadata_schema, name_schema, to_bool, validate
+from novalite.context import RequestContext
 from novalite.errors import NotFound, QuotaExceeded
 from novalite.log import get_logger
 from novalite.relay import cast_after_commit
@@ -40,7 +41,7 @@ from novalite.store import Connection, actions, flavors, hosts, keypairs
 from novalite.store import servers as records
 from novalite.store.images import get_image
 from novalite.store.server_lists import SORT_KEYS, ServerFilters, list_servers, load_extras
-from novalite.timeutil import parse_iso
+from novalite.timeutil import parse_iso, utcnow
 
 log = get_logger("novalite.api.servers")
 routes = web.RouteTableDef()
@@ -406,6 +407,7 @@ STATUS_FILTERS = {
     "SUSPENDED": (states.SUSPENDED, None),
     "ERROR": (states.ERROR, None),
     "DELETED": (states.DELETED, None),
+    "SOFT_DELETED": (states.SOFT_DELETED, None),
     "REBOOT": (states.ACTIVE, states.REBOOTING),
     "HARD_REBOOT": (None, states.REBOOTING_HARD),
 }
@@ -578,28 +580,67 @@ async def update(request: web.Request) -> web.Response:
 
 @routes.delete("/v2.1/servers/{server_id}")
 async def delete(request: web.Request) -> web.Response:
+    """Delete a server, or soft-delete it when ``reclaim_instance_interval`` > 0 (Nova's
+    deferred delete: powered off, SOFT_DELETED, restorable until the conductor reclaims it).
+
+    As Nova, only a server that was launched on a host that is up is soft-deleted: one that
+    never ran, or whose host is down, is deleted for good at once. Deleting a server that is
+    already soft-deleted changes nothing while its host is up (``forceDelete`` deletes it now)."""
     ctx = context(request)
     require_member(ctx, "os_compute_api:servers:delete")
     rt = runtime(request)
     server_id = request.match_info["server_id"]
+    deferred = rt.settings.reclaim_instance_interval > 0
     async with rt.db.begin() as conn:
         row = await records.visible_instance(conn, ctx, server_id)
         if row.locked and not ctx.is_admin:
             raise Conflict(f"Instance {server_id} is locked")
-        await actions.start_action(conn, server_id, "delete", ctx.request_id, ctx.user_id, ctx.project_id)
-        local = row.host is None or not await records.compute_host_is_up(conn, row.host, rt.settings.service_down_time)
-        if local:
-            if row.host:
-                log.warning(
-                    "servers.local_delete",
-                    instance=server_id,
-                    host=row.host,
-                    reason="compute host is down; its guest will be reported as unknown when it returns",
-                )
-            await records.finalize_delete(conn, server_id)
-            await actions.finish_action(conn, server_id, ctx.request_id)
+        host_up = row.host is not None and await records.compute_host_is_up(
+            conn, row.host, rt.settings.service_down_time
+        )
+        if deferred and host_up and states.is_soft_deleted(row.deleted, row.deleted_at):
             return web.Response(status=204)
-        await records.update_instance(conn, server_id, task_state=states.DELETING)
-        payload = await records.payload_from_row(conn, row)
-        await cast_after_commit(conn, ctx, f"compute.{row.host}", "terminate_instance", instance=payload)
+        if deferred and host_up and row.launched_at is not None:
+            await soft_delete_instance(conn, ctx, row)
+        else:
+            await delete_instance(conn, ctx, row, host_up=host_up)
     return web.Response(status=204)
+
+
+async def soft_delete_instance(conn: Connection, ctx: RequestContext, row: Any) -> None:
+    """Mark the instance SOFT_DELETED (``deleted_at`` = now starts the reclaim clock) and cast
+    the guest's power-off through the outbox; its claim, port and quota stay."""
+    changed = await records.update_instance(
+        conn,
+        row.uuid,
+        expect={"deleted": False, "vm_state": row.vm_state, "task_state": row.task_state},
+        vm_state=states.SOFT_DELETED,
+        task_state=states.POWERING_OFF,
+        deleted_at=utcnow(),
+    )
+    if not changed:
+        raise Conflict(f"Cannot 'delete' instance {row.uuid} while it is in task_state (changed concurrently)")
+    await actions.start_action(conn, row.uuid, "delete", ctx.request_id, ctx.user_id, ctx.project_id)
+    payload = await records.payload_from_row(conn, row)
+    await cast_after_commit(conn, ctx, f"compute.{row.host}", "soft_delete_instance", instance=payload)
+
+
+async def delete_instance(conn: Connection, ctx: RequestContext, row: Any, *, host_up: bool) -> None:
+    """The delete itself (also ``forceDelete``'s): cast ``terminate_instance`` to the host's
+    agent, or — no host, or its host down — delete here at once (Nova's local delete)."""
+    server_id = row.uuid
+    await actions.start_action(conn, server_id, "delete", ctx.request_id, ctx.user_id, ctx.project_id)
+    if not host_up:
+        if row.host:
+            log.warning(
+                "servers.local_delete",
+                instance=server_id,
+                host=row.host,
+                reason="compute host is down; its guest will be reported as unknown when it returns",
+            )
+        await records.finalize_delete(conn, server_id)
+        await actions.finish_action(conn, server_id, ctx.request_id)
+        return
+    await records.update_instance(conn, server_id, task_state=states.DELETING)
+    payload = await records.payload_from_row(conn, row)
+    await cast_after_commit(conn, ctx, f"compute.{row.host}", "terminate_instance", instance=payload)

@@ -123,7 +123,9 @@ def server_view(
         return {"id": row.uuid, "name": row.display_name, "links": links}
     assert extras is not None
     f = flags or ViewFlags.of(mv, ctx, show)
-    status = states.status(row.vm_state, row.task_state)
+    # A soft-deleted server shows SOFT_DELETED even if its power-off failed (see states.is_soft_deleted).
+    vm_state = states.shown_vm_state(row.vm_state, row.deleted, row.deleted_at)
+    status = states.status(vm_state, row.task_state)
     flavor = row.flavor or {}
     if f.embedded_flavor:
         flavor_body: dict[str, Any] = {
@@ -186,7 +188,7 @@ def server_view(
     elif f.hostname_for_all:
         view["OS-EXT-SRV-ATTR:hostname"] = row.hostname
     view["OS-EXT-STS:task_state"] = row.task_state
-    view["OS-EXT-STS:vm_state"] = row.vm_state
+    view["OS-EXT-STS:vm_state"] = vm_state
     view["OS-EXT-STS:power_state"] = row.power_state
     view["os-extended-volumes:volumes_attached"] = []
     if status in FAULT_STATUSES and row.uuid in extras.faults:
