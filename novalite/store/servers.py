@@ -37,12 +37,18 @@ def instance_name(instance_id: int) -> str:
 # -- reading instances ----------------------------------------------------------------------
 
 
+# Per-server reads of the build path, built once (statement construction costs more than
+# SQLite's execution of them; docs/benchmarks.md).
+_INSTANCE = sa.select(t.instances).where(t.instances.c.uuid == sa.bindparam("uuid_"))
+_LIVE_INSTANCE = _INSTANCE.where(t.instances.c.deleted.is_(False))
+_METADATA = sa.select(t.instance_metadata).where(t.instance_metadata.c.instance_uuid == sa.bindparam("uuid_"))
+_PORTS = sa.select(t.ports).where(t.ports.c.instance_uuid == sa.bindparam("uuid_"))
+
+
 async def get_instance(conn: Connection, instance_uuid: str, *, include_deleted: bool = True) -> sa.Row[Any] | None:
     """The instance's row, whoever owns it (the conductor's view); None if there is none."""
-    query = sa.select(t.instances).where(t.instances.c.uuid == instance_uuid)
-    if not include_deleted:
-        query = query.where(t.instances.c.deleted.is_(False))
-    return (await conn.execute(query)).first()
+    query = _INSTANCE if include_deleted else _LIVE_INSTANCE
+    return (await conn.execute(query, {"uuid_": instance_uuid})).first()
 
 
 async def visible_instance(
@@ -93,14 +99,36 @@ async def update_instance(
     holds its value (None matches NULL), so a state check and the change it allows are one
     atomic step, and a writer that lost a race changes nothing.
     """
-    columns = t.instances.c
-    where = [columns.uuid == instance_uuid]
-    for name, value in (expect or {}).items():
-        column = columns[name]
-        where.append(column.is_(value) if value is None or isinstance(value, bool) else column == value)
     values.setdefault("updated_at", utcnow())
-    result = await conn.execute(t.instances.update().where(*where).values(**values))
+    expect = expect or {}
+    # NULL and booleans are matched with IS (part of the statement); other values are bound.
+    shape = (
+        tuple((name, value if value is None or isinstance(value, bool) else ...) for name, value in expect.items()),
+        tuple(values),
+    )
+    statement = _UPDATES.get(shape)
+    if statement is None:
+        statement = _UPDATES[shape] = _update_statement(shape)
+    params = {f"e_{name}": value for name, value in expect.items() if not (value is None or isinstance(value, bool))}
+    params.update({f"v_{name}": value for name, value in values.items()})
+    params["uuid_"] = instance_uuid
+    result = await conn.execute(statement, params)
     return bool(result.rowcount)
+
+
+#: Conditional UPDATEs by shape (which columns are expected how, which are set): a few dozen
+#: shapes exist, and each is built once instead of on every call (several per server built).
+_UPDATES: dict[Any, Any] = {}
+
+
+def _update_statement(shape: Any) -> Any:
+    expect_shape, names = shape
+    columns = t.instances.c
+    where = [columns.uuid == sa.bindparam("uuid_")]
+    for name, kind in expect_shape:
+        column = columns[name]
+        where.append(column.is_(kind) if kind is not ... else column == sa.bindparam(f"e_{name}"))
+    return t.instances.update().where(*where).values({name: sa.bindparam(f"v_{name}") for name in names})
 
 
 _START_BUILD_ATTEMPT = (
@@ -265,9 +293,7 @@ async def finalize_delete(conn: Connection, instance_uuid: str) -> None:
 
 
 async def get_metadata(conn: Connection, instance_uuid: str) -> dict[str, str]:
-    rows = await conn.execute(
-        sa.select(t.instance_metadata).where(t.instance_metadata.c.instance_uuid == instance_uuid)
-    )
+    rows = await conn.execute(_METADATA, {"uuid_": instance_uuid})
     return {r.key: r.value for r in rows}
 
 
@@ -320,7 +346,7 @@ async def payload_from_row(conn: Connection, row: Any) -> dict[str, Any]:
     meta = await get_metadata(conn, row.uuid)
     ports = [
         {"mac": p.mac, "ip": p.ip, "network": p.network}
-        for p in await conn.execute(sa.select(t.ports).where(t.ports.c.instance_uuid == row.uuid))
+        for p in await conn.execute(_PORTS, {"uuid_": row.uuid})
     ]
     flavor = row.flavor or {}
     image = None
