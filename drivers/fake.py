@@ -28,6 +28,13 @@ Options (the ``[driver.fake]`` config section, or ``novalite serve --fake-*``):
     process get the same options): it holds one section per host, rewritten under an
     ``fcntl`` lock on ``<state_file>.lock``. The file survives a killed process, not a lost
     machine (no fsync: it stands for a hypervisor's memory, not for a disk).
+``screen``
+    True (default): a running guest has a screen, an RFB server on 127.0.0.1 that draws its
+    console log (:mod:`novalite_drivers.fakescreen`), so the console page shows something in
+    demo mode. It starts when the console is first asked for (:meth:`FakeDriver.get_vnc_console`;
+    a boot storm of thousands of guests opens no sockets) and stops when the guest powers off,
+    suspends or is destroyed, and with the driver; the next start gets a new port, as a real
+    guest's VNC server does. False: no screens (``get_vnc_console`` raises ``NotSupported``).
 """
 
 from __future__ import annotations
@@ -53,8 +60,10 @@ from novalite_drivers.base import (
     Instance,
     InstanceNotFound,
     InvalidState,
+    NotSupported,
     PowerState,
 )
+from novalite_drivers.fakescreen import FakeScreen
 
 
 @dataclass
@@ -132,6 +141,9 @@ class FakeDriver(ComputeDriver):
         #: (no other operation sees them, as without a state file), so that a process
         #: that dies mid-boot leaves them behind.
         self.booting: dict[str, Instance] = {}
+        self.screen = bool(self.options.get("screen", True))
+        #: The screens of guests whose console was asked for, by uuid (see ``screen``).
+        self.screens: dict[str, FakeScreen] = {}
 
     async def init_host(self) -> None:
         """Load this host's guests from the state file, if there is one.
@@ -232,8 +244,13 @@ class FakeDriver(ComputeDriver):
         self._save()
         return guest
 
+    async def cleanup_host(self) -> None:
+        for uuid in list(self.screens):
+            await self._screen_off(uuid)
+
     async def destroy(self, instance: Instance) -> None:
         self._maybe_fail("destroy", instance)
+        await self._screen_off(instance.uuid)
         gone = self.guests.pop(instance.uuid, None)
         if self.booting.pop(instance.uuid, None) is not None or gone is not None:
             self._save()
@@ -243,6 +260,7 @@ class FakeDriver(ComputeDriver):
         self._maybe_fail("power_off", instance)
         guest.state = PowerState.SHUTDOWN
         guest.log("power off")
+        await self._screen_off(instance.uuid)
         self._save()
 
     async def power_on(self, instance: Instance) -> None:
@@ -293,6 +311,7 @@ class FakeDriver(ComputeDriver):
         self._maybe_fail("suspend", instance)
         guest.state = PowerState.SUSPENDED
         guest.log("suspended")
+        await self._screen_off(instance.uuid)
         self._save()
 
     async def resume(self, instance: Instance) -> None:
@@ -305,13 +324,44 @@ class FakeDriver(ComputeDriver):
         return "\n".join(self._guest(instance).console) + "\n"
 
     async def get_vnc_console(self, instance: Instance) -> ConsoleAddress:
-        self._guest(instance)
-        raise DriverError("the fake driver's guests have no screen")
+        """The guest's screen, started on the first call; the same address until it stops."""
+        guest = self._guest(instance)
+        if not self.screen:
+            raise NotSupported("the fake driver's screens are off (option screen = false)")
+        if guest.state not in (PowerState.RUNNING, PowerState.PAUSED):
+            raise InvalidState(f"the guest is {guest.state.name.lower()}: its screen is off")
+        screen = self.screens.get(instance.uuid)
+        if screen is None:
+            uuid = instance.uuid
+            screen = FakeScreen(
+                f"{instance.hostname or instance.name} - novalite fake guest",
+                lines=lambda: self.guests[uuid].console if uuid in self.guests else [],
+                on_line=lambda line: self._typed(uuid, line),
+            )
+            await screen.start()
+            if instance.uuid in self.screens:  # another call started one meanwhile
+                await screen.stop()
+            else:
+                self.screens[instance.uuid] = screen
+        return ConsoleAddress("127.0.0.1", self.screens[instance.uuid].port)
+
+    async def _screen_off(self, uuid: str) -> None:
+        screen = self.screens.pop(uuid, None)
+        if screen is not None:
+            await screen.stop()
+
+    def _typed(self, uuid: str, line: str) -> None:
+        """A line typed on the screen: the fake guest echoes it into its console log."""
+        guest = self.guests.get(uuid)
+        if guest is not None and guest.state == PowerState.RUNNING:
+            guest.log(f"$ {line}")
+            self._save()
 
     # -- test hooks: what a real guest would do on its own ---------------------------------
 
     async def guest_powers_off(self, uuid: str) -> None:
         """Simulate a guest that shut itself down; the agent hears it as a lifecycle event."""
         self.guests[uuid].state = PowerState.SHUTDOWN
+        await self._screen_off(uuid)
         self._save()
         await self.emit_lifecycle(uuid, PowerState.SHUTDOWN)

@@ -160,6 +160,9 @@ def _print_banner(node: Any, info: Any) -> None:
         f"  database:     {_redact(settings.db_url)}{_schema_note(info)}",
         f"  transport:    {_redact(settings.transport_url)}",
     ]
+    console_url = getattr(node.rt, "console_url", None) if node.rt is not None else None
+    if console_url:  # the proxy's real port (it may have fallen back from a busy one)
+        lines.append(f"  console:      {console_url}/vnc.html?token=…  (openstack console url show --novnc SERVER)")
     if "compute" in node.roles:
         lines.append(f"  hypervisor:   driver {_driver_summary(node)} on {', '.join(node.compute_hosts())}")
         if node.guest_network:

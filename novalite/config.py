@@ -253,8 +253,14 @@ class Settings(BaseSettings):
     )
     metrics_enabled: bool = Field(
         default=True,
-        description="Serve Prometheus metrics at GET /metrics on the API listener. It needs no token: "
-        "bind the API to loopback or firewall it (see docs/metrics.md).",
+        description="Serve Prometheus metrics at GET /metrics on the API listener. It needs no token; "
+        "metrics_allow_from says who may scrape it (see docs/metrics.md).",
+    )
+    metrics_allow_from: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="Networks whose clients may read GET /metrics (it names hosts and counts servers, so "
+        "not everyone who can reach the API should): others get 403. Loopback only by default; add your "
+        "Prometheus server's address.",
     )
     log_level: str = Field(default="INFO", description=f"One of {', '.join(LOG_LEVELS)}.")
     driver: str = Field(default="fake", description="Hypervisor driver of the local compute host(s) ([driver] name).")

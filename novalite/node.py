@@ -27,6 +27,7 @@ from novalite.console.proxy import ConsoleProxy
 from novalite.db import Database
 from novalite.db.migrate import startup_lock, upgrade
 from novalite.log import get_logger
+from novalite.metrics import Metrics
 from novalite.relay import OutboxRelay
 from novalite.runtime import ControllerRuntime, Runtime
 from novalite.scheduler.manager import SchedulerManager
@@ -79,13 +80,14 @@ class Node:
     async def start(self) -> StartupInfo:
         settings = self.settings
         settings.state_dir.mkdir(parents=True, exist_ok=True)
-        bus = Bus(make_transport(settings.transport_url))
+        metrics = Metrics()
+        bus = Bus(make_transport(settings.transport_url), metrics=metrics.bus)
         await bus.start()
         generated, clouds, password_source = None, None, "unchanged"
         migrated: list[str] = []
         if CONTROLLER_ROLES & set(self.roles):
             db = Database(settings.db_url, settings.database_pool_size)
-            self.rt = crt = ControllerRuntime(settings, bus, db=db)
+            self.rt = crt = ControllerRuntime(settings, bus, db=db, metrics=metrics)
             async with startup_lock(db):
                 migrated = await upgrade(
                     db, progress=lambda rev, doc: log.info("db.migration_applied", revision=rev, what=doc)
@@ -106,7 +108,7 @@ class Node:
             if "console" in self.roles:
                 await self._start(ConsoleProxy(crt))
         else:
-            self.rt = Runtime(settings=settings, bus=bus)
+            self.rt = Runtime(settings=settings, bus=bus, metrics=metrics)
         if "compute" in self.roles:
             self.compute = ComputeHosts(self.rt)
             await self.compute.start()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from novalite.bus import Bus
 from novalite.config import Settings
+from novalite.metrics import Metrics
 
 if TYPE_CHECKING:
     from novalite.db import Database
@@ -28,6 +29,8 @@ class Runtime:
     #: The console proxy's public URL once a proxy runs in this process (it knows its real
     #: port when ``console_listen`` says port 0); None: derived from the settings.
     console_url: str | None = None
+    #: This process's Prometheus instruments (its own registry: see novalite.metrics).
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 @dataclass

@@ -7,7 +7,7 @@
 #
 # Source, in order: the npm registry's @novnc/novnc (the library only: core/, vendor/),
 # fetched with `npm pack` (no node_modules, no scripts run); without npm, as root, Debian's
-# `novnc` package (/usr/share/novnc, which the console proxy also finds by itself).
+# `novnc` package (/usr/share/novnc; then set novnc_path, the packaged copy comes first).
 # Idempotent: exits at once when DIR already holds this version. NOVNC_VERSION overrides it.
 set -eu
 
@@ -53,7 +53,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends novnc >/dev/null
     fi
-    log "using Debian's noVNC in /usr/share/novnc (found by the console proxy without settings)"
+    log "Debian's noVNC is in /usr/share/novnc: set novnc_path = \"/usr/share/novnc\" (the packaged copy comes first)"
     exit 0
 fi
 

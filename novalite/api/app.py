@@ -14,6 +14,7 @@ from novalite.api.compute import routes as compute_routes
 from novalite.api.http import RUNTIME, json_response
 from novalite.api.identity import routes as identity_routes
 from novalite.api.image import routes as image_routes
+from novalite.api.metrics import metrics_handler, metrics_middleware
 from novalite.api.middleware import request_id_middleware
 from novalite.runtime import Runtime
 
@@ -22,7 +23,10 @@ def build_app(rt: Runtime) -> web.Application:
     """The whole API: root version list plus the three service sub-applications."""
     # ``request.read()`` refuses bodies over the JSON limit too (read_body is the bounded reader
     # handlers use); image data is streamed from ``request.content``, which this does not bound.
-    app = web.Application(middlewares=[request_id_middleware], client_max_size=rt.settings.max_request_body_size)
+    # metrics_middleware outermost: it times the whole request and sees every final status.
+    app = web.Application(
+        middlewares=[metrics_middleware, request_id_middleware], client_max_size=rt.settings.max_request_body_size
+    )
     app[RUNTIME] = rt
     app.add_subapp("/identity", identity_routes.build())
     app.add_subapp("/compute", compute_routes.build())
@@ -42,4 +46,7 @@ def build_app(rt: Runtime) -> web.Application:
         )
 
     app.router.add_get("/", root)
+    if rt.settings.metrics_enabled:
+        # Outside the sub-applications, so no auth middleware runs: Prometheus has no token.
+        app.router.add_get("/metrics", metrics_handler)
     return app

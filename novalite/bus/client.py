@@ -19,6 +19,7 @@ optional arguments, so an older consumer of the same major ignores nothing it ne
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -37,6 +38,7 @@ from novalite.bus.errors import (
 from novalite.bus.transport import Transport
 from novalite.context import RequestContext
 from novalite.log import bind_request_id, get_logger
+from novalite.metrics import BusMetrics
 
 log = get_logger(__name__)
 
@@ -82,8 +84,10 @@ def encode(message: dict[str, Any]) -> bytes:
 class Bus:
     """Services talk through this; it knows nothing of which transport carries the bytes."""
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, metrics: BusMetrics | None = None) -> None:
         self.transport = transport
+        #: Counts what this bus sends and serves (registered nowhere when not given).
+        self.metrics = metrics or BusMetrics(None)
 
     async def start(self) -> None:
         await self.transport.start()
@@ -113,14 +117,17 @@ class Bus:
     async def send_encoded(self, topic: str, body: bytes) -> None:
         """Send an envelope made earlier by :meth:`envelope` (the outbox relay's way out)."""
         await self.transport.send(topic, body)
+        self.metrics.message_sent(topic, str(json.loads(body).get("method", "")))
 
     async def cast(self, ctx: RequestContext, topic: str, method: str, **args: Any) -> None:
         """Send a one-way message to one consumer of ``topic``."""
         await self.transport.send(topic, self.envelope(ctx, method, args))
+        self.metrics.message_sent(topic, method)
 
     async def fanout(self, ctx: RequestContext, topic: str, method: str, **args: Any) -> None:
         """Send a one-way message to every consumer of ``topic``'s fan-out."""
         await self.transport.send(topic, self.envelope(ctx, method, args), fanout=True)
+        self.metrics.message_sent(topic, method)
 
     async def call(
         self, ctx: RequestContext, topic: str, method: str, *, timeout: float = DEFAULT_CALL_TIMEOUT, **args: Any
@@ -131,12 +138,15 @@ class Bus:
         :class:`RemoteError` if the handler raised.
         """
         body = self.envelope(ctx, method, args, reply=True)
+        self.metrics.call_started(topic, method)
         try:
             raw = await self.transport.send(topic, body, reply_timeout=timeout)
         except TimeoutError as exc:
             if isinstance(exc, CallTimeout):
                 raise
             raise CallTimeout(topic, method, timeout) from None
+        finally:
+            self.metrics.call_finished(topic, method)
         if raw is None:
             raise TransportError(f"empty reply from {topic!r} to {method!r}")
         reply = json.loads(raw)
@@ -160,11 +170,13 @@ class Bus:
 
         Each method is called as ``await endpoint.method(ctx, **args)``, with ``ctx.sender``
         the identity the transport vouches for. A one-way message whose id was handled
-        (or is being handled) here already is dropped. With ``accept``, a message whose
+        here already is dropped (acknowledged); one that is being handled here right now is
+        held until that handling ends, then dropped. With ``accept``, a message whose
         sender it refuses is answered :class:`NotAuthorized` (or dropped, if one-way)
         before any of the endpoint runs.
         """
-        seen: OrderedDict[str, None] = OrderedDict()
+        seen: OrderedDict[str, None] = OrderedDict()  # one-way messages handled here lately
+        inflight: dict[str, asyncio.Future[None]] = {}  # ... and those being handled now
 
         async def handle(body: bytes, sender: str | None) -> bytes | None:
             message = json.loads(body)
@@ -189,29 +201,53 @@ class Bus:
                     return encode(
                         {"error": {"type": "NotAuthorized", "message": f"{sender} may not send to {topic}"}}
                     )
-                message_id = message.get("id")
-                if message_id and not message.get("reply"):
+                message_id = message.get("id") if not message.get("reply") else None
+                if message_id:
+                    running = inflight.get(message_id)
+                    if running is not None:
+                        # The same message, handled here right now (redelivered after the
+                        # connection dropped, before the first copy could be acknowledged):
+                        # keep this copy unacknowledged until the first is done, so that if
+                        # this process dies meanwhile the broker still has it.
+                        await asyncio.shield(running)
                     if message_id in seen:
                         log.info("bus.duplicate_dropped", topic=topic, method=method, message_id=message_id)
                         return None
-                    seen[message_id] = None
-                    if len(seen) > SEEN_IDS:
-                        seen.popitem(last=False)
+                    inflight[message_id] = asyncio.get_running_loop().create_future()
+                ok = False
+                try:
+                    reply, ok = await dispatch(ctx, method, message)
+                    return reply
+                finally:
+                    if message_id:
+                        done = inflight.pop(message_id, None)
+                        if done is not None and not done.done():
+                            done.set_result(None)
+                        if ok:  # a copy of a message whose handling failed gets another try
+                            seen[message_id] = None
+                            if len(seen) > SEEN_IDS:
+                                seen.popitem(last=False)
+
+        async def dispatch(ctx: RequestContext, method: str, message: dict[str, Any]) -> tuple[bytes, bool]:
+            """Run the endpoint's method; the reply, and whether it succeeded."""
+            with bind_request_id(ctx.request_id):
                 func = getattr(endpoint, method, None) if not method.startswith("_") else None
                 if func is None:
-                    return encode({"error": {"type": "UnknownMethod", "message": f"{topic} has no method {method}"}})
+                    unknown = {"type": "UnknownMethod", "message": f"{topic} has no method {method}"}
+                    return encode({"error": unknown}), True
                 started = time.perf_counter()
                 try:
                     result = await func(ctx, **message.get("args", {}))
                 except Exception as exc:
+                    self.metrics.message_handled(topic, method, time.perf_counter() - started, failed=True)
                     log.warning("bus.handler_error", topic=topic, method=method, error=repr(exc))
                     data = getattr(exc, "bus_data", None)
                     data = data() if callable(data) else None
-                    return encode({"error": {"type": type(exc).__name__, "message": str(exc), "data": data}})
-                log.debug(
-                    "bus.handled", topic=topic, method=method, ms=round((time.perf_counter() - started) * 1000, 2)
-                )
-                return encode({"result": result})
+                    return encode({"error": {"type": type(exc).__name__, "message": str(exc), "data": data}}), False
+                elapsed = time.perf_counter() - started
+                self.metrics.message_handled(topic, method, elapsed)
+                log.debug("bus.handled", topic=topic, method=method, ms=round(elapsed * 1000, 2))
+                return encode({"result": result}), True
 
         await self.transport.listen(topic, handle, fanout=fanout)
 

@@ -237,6 +237,7 @@ class ConductorManager:
                 conn, uuid, expect={"deleted": False}, vm_state=states.ERROR, task_state=None
             )
             if failed:
+                self.rt.metrics.observe_build("error")
                 await records.add_fault(conn, uuid, message, code=code, host=host)
                 await actions.record_event(
                     conn,
@@ -316,6 +317,7 @@ class ConductorManager:
                     request_spec=spec_from_row(row, ignore),
                 )
                 log.info("conductor.rescheduling", instance=instance_uuid, failed_host=host, attempt=tried)
+                self.rt.metrics.observe_build("rescheduled")
                 return
         await self._fail_build(ctx, instance_uuid, message, host, utcnow())
 
@@ -466,7 +468,17 @@ class ConductorManager:
                 await records.add_fault(conn, instance_uuid, fault, host=(event or {}).get("host"))
             if finish_action:
                 await actions.finish_action(conn, instance_uuid, ctx.request_id)
+        if changed and expect_vm_state == states.BUILDING and values.get("vm_state") == states.ACTIVE:
+            launched = changes.get("launched_at")
+            created = await self._created_at(instance_uuid)
+            seconds = (launched - created).total_seconds() if launched and created else None
+            self.rt.metrics.observe_build("active", seconds)
         return changed
+
+    async def _created_at(self, instance_uuid: str) -> Any:
+        async with self.rt.db.connect() as conn:
+            row = await records.get_instance(conn, instance_uuid)
+        return row.created_at if row is not None else None
 
     async def instance_destroyed(self, ctx: RequestContext, instance_uuid: str, host: str) -> None:
         """The agent removed the guest: free its resources and mark the instance deleted."""
@@ -595,6 +607,7 @@ class ConductorManager:
                     task_state=None,
                 )
                 if aborted:
+                    self.rt.metrics.observe_build("error")
                     await placement.release(conn, uuid)
                     await records.add_fault(conn, uuid, message, host=host)
             if aborted:

@@ -20,7 +20,8 @@ loop (``run_coroutine_threadsafe``).
 Besides the websocket (any path with ``?token=``), the proxy serves:
 
 * ``/vnc.html?token=…`` — novalite's noVNC page (``static/vnc.html``),
-* ``/core/…``, ``/vendor/…`` — the noVNC library (``novnc_path``),
+* ``/core/…``, ``/vendor/…`` — the noVNC library: the copy shipped in this package
+  (``novnc/``, noVNC 1.7.0), unless ``novnc_path`` or scripts/setup-novnc.sh installed another,
 * ``/console-info?token=…`` — the server's name and id, for the page,
 * ``/console.log?token=…`` — the serial console log (what ``os-getConsoleOutput`` returns),
   so the page can link to it without an API token.
@@ -56,7 +57,10 @@ log = get_logger("novalite.console")
 T = TypeVar("T")
 
 STATIC = Path(__file__).with_name("static")
-#: Where scripts/setup-novnc.sh puts noVNC (root, then a user's own install).
+#: noVNC shipped inside the package (MPL-2.0, see its README.novalite): every install has a console.
+PACKAGED_NOVNC = Path(__file__).with_name("novnc")
+#: Where scripts/setup-novnc.sh puts noVNC (root, then a user's own install): another version,
+#: installed on purpose, so it wins over the packaged copy.
 NOVNC_INSTALL_DIRS = (
     Path("/usr/local/share/novalite/novnc"),
     Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local/share") / "novalite/novnc",
@@ -78,13 +82,14 @@ class Refused(Exception):
 
 
 def find_novnc(settings: Settings) -> Path | None:
-    """The noVNC directory (holding ``core/rfb.js``): the setting, else the known install dirs."""
+    """The noVNC directory (holding ``core/rfb.js``): the setting, else an install of
+    scripts/setup-novnc.sh, else the packaged copy (Debian's only if the package lost it)."""
     if settings.novnc_path:
         path = Path(settings.novnc_path).expanduser()
         if not (path / "core" / "rfb.js").is_file():
             raise ValueError(f"novnc_path {path} holds no core/rfb.js (run scripts/setup-novnc.sh)")
         return path.resolve()
-    for path in (*NOVNC_INSTALL_DIRS, DEBIAN_NOVNC):
+    for path in (*NOVNC_INSTALL_DIRS, PACKAGED_NOVNC, DEBIAN_NOVNC):
         if (path / "core" / "rfb.js").is_file():
             return path.resolve()
     return None

@@ -281,6 +281,7 @@ class SchedulerManager:
                     if claimed:
                         self.reservations.commit(consumer)
                         self.stats.placements += 1
+                        self.rt.metrics.observe_decision(time.perf_counter() - started, placed=True)
                         log.info(
                             "scheduler.selected",
                             instance=consumer,
@@ -310,6 +311,7 @@ class SchedulerManager:
             self.stats.claims.transactions += cost.transactions
             self.stats.claims.conflicts += cost.conflicts
         self.stats.no_valid_host += 1
+        self.rt.metrics.observe_decision(time.perf_counter() - started, placed=False)
         log.info("scheduler.no_valid_host", instance=consumer, hosts=len(self.hosts))
         raise NoValidHost()
 

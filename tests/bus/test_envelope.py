@@ -129,3 +129,36 @@ async def test_the_sender_is_the_transports_word_not_the_messages() -> None:
     assert info.value.exc_type == "NotAuthorized"
     assert await server.call(ctx, "commands", "who", timeout=5) is None  # in-process: no sender, trusted
     await server.close()
+
+
+class Flaky:
+    """Fails its first call, blocks each call until released."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.release = asyncio.Event()
+
+    async def work(self, ctx: RequestContext, fail_first: bool = False) -> None:
+        self.calls += 1
+        await self.release.wait()
+        if fail_first and self.calls == 1:
+            raise RuntimeError("the conductor did not answer")
+
+
+async def test_a_copy_waits_for_the_first_and_a_failed_message_gets_another_try(new_bus: NewBus, topic: str) -> None:
+    """A copy redelivered while the first is still being handled (the connection dropped before
+    its ack) is held, not dropped-and-acknowledged at once; a copy of one that failed runs."""
+    server, client = await new_bus(), await new_bus()
+    endpoint = Flaky()
+    await server.serve(topic, endpoint)
+    body = Bus.envelope(RequestContext.admin(), "work", {"fail_first": True})
+    await client.send_encoded(topic, body)
+    await settle(lambda: endpoint.calls == 1)
+    await client.send_encoded(topic, body)  # the copy, while the first blocks
+    await asyncio.sleep(0.3)
+    assert endpoint.calls == 1  # not run beside the first
+    endpoint.release.set()  # the first fails ...
+    await settle(lambda: endpoint.calls == 2)  # ... so the held copy runs
+    await client.send_encoded(topic, body)  # and once it succeeded, a further copy is dropped
+    await asyncio.sleep(0.3)
+    assert endpoint.calls == 2

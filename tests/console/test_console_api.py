@@ -118,7 +118,9 @@ async def test_bad_requests(cloud, fake_vnc):
 async def test_driver_without_vnc_stopped_server_and_host_down(cloud, fake_vnc):
     server = await active_server(cloud)
     path = f"{C}/servers/{server['id']}/remote-consoles"
-    # the fake driver's guests have no screen: Nova's ConsoleTypeUnavailable
+    # a driver without screens (the fake one with screen = false): Nova's ConsoleTypeUnavailable
+    for agent in cloud.rt.services["ComputeAgent"]:
+        agent.driver.screen = False
     r = await cloud.post(path, json=VNC, microversion="2.6")
     assert r.status == 400 and r.body["badRequest"]["message"] == "Unavailable console type novnc.", r
 

@@ -15,6 +15,7 @@ from novalite.config import Settings
 from novalite.db import Database
 from novalite.db import schema as t
 from novalite.db.migrate import upgrade
+from novalite.metrics import Metrics
 from novalite.scheduler.filters import (
     AvailabilityZoneFilter,
     ComputeFilter,
@@ -169,7 +170,7 @@ def test_filter_all_skips_filters_with_nothing_to_check():
 
 def manager(rng_seed: int = 7, **settings: object) -> SchedulerManager:
     """A scheduler over in-memory host states only (no database, no bus)."""
-    rt = SimpleNamespace(settings=Settings(**settings), db=None)
+    rt = SimpleNamespace(settings=Settings(**settings), db=None, metrics=Metrics())
     return SchedulerManager(rt, rng=random.Random(rng_seed))  # type: ignore[arg-type]
 
 
