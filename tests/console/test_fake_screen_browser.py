@@ -82,5 +82,10 @@ async def test_demo_console_shows_the_fake_guest_with_the_packaged_novnc(cloud, 
             """() => { const c = document.querySelector('#screen canvas');
                        return c.getContext('2d').getImageData(0, 5 * 16 + 8, 640, 1).data.some(v => v > 200); }"""
         )
-        text = await read_canvas(page)
+        # The canvas shows the new line after the next framebuffer update: poll for it.
+        for _ in range(50):
+            text = await read_canvas(page)
+            if any(line.endswith("] $ hello") for line in text):
+                break
+            await page.wait_for_timeout(100)
         assert any(line.endswith("] $ hello") for line in text), text
