@@ -44,9 +44,6 @@ Rows that change state (delete, stop, upload...) name a ``fresh`` factory: every
 expected to succeed acts on a resource of its own, so the outcome never depends on the
 order of the calls. The whole matrix runs twice, on a cloud on SQLite and on one on
 PostgreSQL (one cloud per database serves all its rows).
-
-A hole in code this suite may not change is a row with ``xfail`` (strict): it documents
-the policy OpenStack has and fails loudly once the hole is fixed, so the mark is removed.
 """
 
 from __future__ import annotations
@@ -140,8 +137,6 @@ class Row:
     operator_view: bool = False
     #: Tells apart rows of one route in test ids.
     label: str = ""
-    #: A known hole (in code this suite may not change): the row is expected to fail until it is fixed.
-    xfail: str = ""
 
     def expected(self, role: str) -> int:
         """The status ``role`` gets: its column, or ``none``'s for an expired or revoked token."""
@@ -998,8 +993,7 @@ def cases() -> list[Any]:
             extra += f" ?{row.query}" if row.query else ""
             extra += f" {row.args['action']}" if "action" in row.args else ""
             extra += f" ({row.label})" if row.label else ""
-            marks = [pytest.mark.xfail(reason=row.xfail, strict=True)] if row.xfail else []
-            out.append(pytest.param(row, method, id=f"{method} {row.route}{extra}", marks=marks))
+            out.append(pytest.param(row, method, id=f"{method} {row.route}{extra}"))
     return out
 
 
