@@ -232,24 +232,33 @@ class ConductorManager:
         self, ctx: RequestContext, uuid: str, message: str, host: str | None, started: Any, code: int = 500
     ) -> None:
         async with self.rt.db.begin() as conn:
-            await placement.release(conn, uuid)
-            failed = await records.update_instance(
-                conn, uuid, expect={"deleted": False}, vm_state=states.ERROR, task_state=None
+            await self._fail_build_in(conn, ctx, uuid, message, host, started, code)
+
+    async def _fail_build_in(
+        self, conn: Any, ctx: RequestContext, uuid: str, message: str, host: str | None, started: Any, code: int = 500
+    ) -> None:
+        """Put the build in ERROR and free its claim, inside the caller's transaction.
+
+        The row is updated (so locked) before the release: a claim racing in either
+        committed first and is released here, or waits and is refused as stale."""
+        failed = await records.update_instance(
+            conn, uuid, expect={"deleted": False}, vm_state=states.ERROR, task_state=None
+        )
+        await placement.release(conn, uuid)
+        if failed:
+            self.rt.metrics.observe_build("error")
+            await records.add_fault(conn, uuid, message, code=code, host=host)
+            await actions.record_event(
+                conn,
+                uuid,
+                ctx.request_id,
+                "conductor_schedule_and_build_instances",
+                start_time=started,
+                finish_time=utcnow(),
+                result="Error",
+                traceback=message,
             )
-            if failed:
-                self.rt.metrics.observe_build("error")
-                await records.add_fault(conn, uuid, message, code=code, host=host)
-                await actions.record_event(
-                    conn,
-                    uuid,
-                    ctx.request_id,
-                    "conductor_schedule_and_build_instances",
-                    start_time=started,
-                    finish_time=utcnow(),
-                    result="Error",
-                    traceback=message,
-                )
-                await actions.finish_action(conn, uuid, ctx.request_id)
+            await actions.finish_action(conn, uuid, ctx.request_id)
         log.warning("conductor.build_failed", instance=uuid, reason=message)
 
     @staticmethod
@@ -281,7 +290,9 @@ class ConductorManager:
         """
         require_host(ctx, host, "build_failed")
         async with self.rt.db.begin() as conn:
-            row = await records.get_instance(conn, instance_uuid)
+            # Locked: a delete racing this report either set DELETING first (seen below) or
+            # waits and then sees where the build went.
+            row = await records.get_instance(conn, instance_uuid, lock=True)
             if row is None or row.deleted:
                 return
             if not self._is_current_build(row, host, build_attempt):
@@ -319,7 +330,7 @@ class ConductorManager:
                 log.info("conductor.rescheduling", instance=instance_uuid, failed_host=host, attempt=tried)
                 self.rt.metrics.observe_build("rescheduled")
                 return
-        await self._fail_build(ctx, instance_uuid, message, host, utcnow())
+            await self._fail_build_in(conn, ctx, instance_uuid, message, host, utcnow())
 
     async def recover_builds(self, ctx: RequestContext) -> int:
         """Re-drive builds whose messages may have died with this process (at start).
@@ -484,7 +495,7 @@ class ConductorManager:
         """The agent removed the guest: free its resources and mark the instance deleted."""
         require_host(ctx, host, "instance_destroyed")
         async with self.rt.db.begin() as conn:
-            row = await records.get_instance(conn, instance_uuid)
+            row = await records.get_instance(conn, instance_uuid, lock=True)
             if row is None or row.deleted or row.host != host:
                 log.warning("conductor.destroyed_elsewhere", instance=instance_uuid, host=host)
                 return

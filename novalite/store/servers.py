@@ -41,21 +41,35 @@ def instance_name(instance_id: int) -> str:
 # SQLite's execution of them; docs/benchmarks.md).
 _INSTANCE = sa.select(t.instances).where(t.instances.c.uuid == sa.bindparam("uuid_"))
 _LIVE_INSTANCE = _INSTANCE.where(t.instances.c.deleted.is_(False))
+_INSTANCE_LOCKED = _INSTANCE.with_for_update()
+_LIVE_INSTANCE_LOCKED = _LIVE_INSTANCE.with_for_update()
 _METADATA = sa.select(t.instance_metadata).where(t.instance_metadata.c.instance_uuid == sa.bindparam("uuid_"))
 _PORTS = sa.select(t.ports).where(t.ports.c.instance_uuid == sa.bindparam("uuid_"))
 
 
-async def get_instance(conn: Connection, instance_uuid: str, *, include_deleted: bool = True) -> sa.Row[Any] | None:
-    """The instance's row, whoever owns it (the conductor's view); None if there is none."""
-    query = _INSTANCE if include_deleted else _LIVE_INSTANCE
+async def get_instance(
+    conn: Connection, instance_uuid: str, *, include_deleted: bool = True, lock: bool = False
+) -> sa.Row[Any] | None:
+    """The instance's row, whoever owns it (the conductor's view); None if there is none.
+
+    ``lock``: the row stays locked (``SELECT … FOR UPDATE``) until the transaction ends. Every
+    read that decides a write takes it, so two writers (a delete and a failed build's
+    reschedule, a delete and a scheduler's claim) are ordered instead of each acting on what
+    the other is about to change. SQLite needs no lock: its writers are serialized.
+    """
+    if lock:
+        query = _INSTANCE_LOCKED if include_deleted else _LIVE_INSTANCE_LOCKED
+    else:
+        query = _INSTANCE if include_deleted else _LIVE_INSTANCE
     return (await conn.execute(query, {"uuid_": instance_uuid})).first()
 
 
 async def visible_instance(
-    conn: Connection, ctx: RequestContext, instance_uuid: str, *, allow_deleted: bool = False
+    conn: Connection, ctx: RequestContext, instance_uuid: str, *, allow_deleted: bool = False, lock: bool = False
 ) -> sa.Row[Any]:
-    """The instance, if the caller may see it; NotFound (never Forbidden) otherwise, so ids don't leak."""
-    row = await get_instance(conn, instance_uuid, include_deleted=allow_deleted)
+    """The instance, if the caller may see it; NotFound (never Forbidden) otherwise, so ids don't leak.
+    ``lock`` as :func:`get_instance` (for a handler that writes what it read)."""
+    row = await get_instance(conn, instance_uuid, include_deleted=allow_deleted, lock=lock)
     if row is None or (not ctx.is_admin and row.project_id != ctx.project_id):
         raise NotFound(f"Instance {instance_uuid} could not be found.")
     return row
@@ -271,11 +285,12 @@ async def instances_allowed(
 
 
 async def finalize_delete(conn: Connection, instance_uuid: str) -> None:
-    """Mark an instance deleted and free what it held (allocations, ports, console tokens)."""
+    """Mark an instance deleted and free what it held (allocations, ports, console tokens).
+
+    The row is marked first: the UPDATE locks it, so a scheduler's claim for it (which locks
+    the row and refuses a deleted instance) either committed before — and is released
+    below — or waits and is refused. Releasing first could miss a claim committed between."""
     now = utcnow()
-    await placement.release(conn, instance_uuid)
-    await conn.execute(t.ports.delete().where(t.ports.c.instance_uuid == instance_uuid))
-    await conn.execute(t.console_auth_tokens.delete().where(t.console_auth_tokens.c.instance_uuid == instance_uuid))
     await update_instance(
         conn,
         instance_uuid,
@@ -287,6 +302,9 @@ async def finalize_delete(conn: Connection, instance_uuid: str) -> None:
         terminated_at=now,
         updated_at=now,
     )
+    await placement.release(conn, instance_uuid)
+    await conn.execute(t.ports.delete().where(t.ports.c.instance_uuid == instance_uuid))
+    await conn.execute(t.console_auth_tokens.delete().where(t.console_auth_tokens.c.instance_uuid == instance_uuid))
 
 
 # -- metadata -------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ async def _run(request: web.Request, action: PowerAction, **agent_args: Any) -> 
     rt = runtime(request)
     server_id = request.match_info["server_id"]
     async with rt.db.begin() as conn:
-        row = await records.visible_instance(conn, ctx, server_id)
+        row = await records.visible_instance(conn, ctx, server_id, lock=True)
         if row.locked and not ctx.is_admin:
             raise Conflict(f"Instance {server_id} is locked")
         vm_state = states.shown_vm_state(row.vm_state, row.deleted, row.deleted_at)
@@ -159,7 +159,7 @@ async def _set_lock(request: web.Request, locked: bool, reason: str | None) -> w
     require_member(ctx, f"os_compute_api:os-lock-server:{action}")
     server_id = request.match_info["server_id"]
     async with runtime(request).db.begin() as conn:
-        row = await records.visible_instance(conn, ctx, server_id)
+        row = await records.visible_instance(conn, ctx, server_id, lock=True)
         if locked:
             # Nova: the owner when the caller is of the server's project, else an admin.
             locked_by = "owner" if ctx.project_id == row.project_id else "admin"
@@ -197,7 +197,7 @@ async def _reset_state(request: web.Request, body: Any) -> web.Response:
     rt = runtime(request)
     server_id = request.match_info["server_id"]
     async with rt.db.begin() as conn:
-        await records.visible_instance(conn, ctx, server_id)
+        await records.visible_instance(conn, ctx, server_id, lock=True)
         await records.update_instance(conn, server_id, vm_state=state, task_state=None)
     return web.Response(status=202)
 
@@ -208,7 +208,7 @@ async def _soft_deleted_row(request: web.Request, conn: Any, action: str, policy
     ctx = context(request)
     require_member(ctx, f"os_compute_api:os-deferred-delete:{policy}")
     server_id = request.match_info["server_id"]
-    row = await records.visible_instance(conn, ctx, server_id)
+    row = await records.visible_instance(conn, ctx, server_id, lock=True)
     if row.locked and not ctx.is_admin:
         raise Conflict(f"Instance {server_id} is locked")
     if not states.is_soft_deleted(row.deleted, row.deleted_at):

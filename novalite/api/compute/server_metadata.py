@@ -41,7 +41,7 @@ async def update_all(request: web.Request) -> web.Response:
     body = validate(await read_json(request), META_BODY)
     rt = runtime(request)
     async with rt.db.begin() as conn:
-        row = await records.visible_instance(conn, ctx, request.match_info["server_id"])
+        row = await records.visible_instance(conn, ctx, request.match_info["server_id"], lock=True)
         meta = await records.set_metadata(
             conn,
             row.uuid,
@@ -73,7 +73,7 @@ async def update_one(request: web.Request) -> web.Response:
         raise BadRequest("Request body and URI mismatch")
     rt = runtime(request)
     async with rt.db.begin() as conn:
-        row = await records.visible_instance(conn, ctx, request.match_info["server_id"])
+        row = await records.visible_instance(conn, ctx, request.match_info["server_id"], lock=True)
         await records.set_metadata(
             conn, row.uuid, body["meta"], replace=False, max_items=rt.settings.quota_metadata_items
         )
@@ -86,7 +86,7 @@ async def delete(request: web.Request) -> web.Response:
     require_member(ctx, "os_compute_api:server-metadata:delete")
     key = request.match_info["key"]
     async with runtime(request).db.begin() as conn:
-        row = await records.visible_instance(conn, ctx, request.match_info["server_id"])
+        row = await records.visible_instance(conn, ctx, request.match_info["server_id"], lock=True)
         if not await records.delete_metadata_item(conn, row.uuid, key):
             raise NotFound("Metadata item was not found")
     return web.Response(status=204)

@@ -569,7 +569,7 @@ async def update(request: web.Request) -> web.Response:
         values["hostname"] = sanitize_hostname(body["hostname"])
     rt = runtime(request)
     async with rt.db.begin() as conn:
-        await records.visible_instance(conn, ctx, server_id)
+        await records.visible_instance(conn, ctx, server_id, lock=True)
         if values:
             await records.update_instance(conn, server_id, **values)
     return json_response(await show_body(request, server_id))
@@ -592,7 +592,7 @@ async def delete(request: web.Request) -> web.Response:
     server_id = request.match_info["server_id"]
     deferred = rt.settings.reclaim_instance_interval > 0
     async with rt.db.begin() as conn:
-        row = await records.visible_instance(conn, ctx, server_id)
+        row = await records.visible_instance(conn, ctx, server_id, lock=True)
         if row.locked and not ctx.is_admin:
             raise Conflict(f"Instance {server_id} is locked")
         host_up = row.host is not None and await records.compute_host_is_up(
