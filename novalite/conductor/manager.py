@@ -51,6 +51,9 @@ class ConductorManager:
         self._periodic: list[asyncio.Task[None]] = []
         #: Instances this process is scheduling now (a duplicate request for one is dropped).
         self._scheduling: set[str] = set()
+        #: When this conductor started: a host is judged down by its silence while we listen,
+        #: not by heartbeats missed while no controller was running to receive them.
+        self._started_at = utcnow()
 
     async def start(self) -> None:
         await self.rt.bus.serve(self.topic, self)
@@ -602,7 +605,7 @@ class ConductorManager:
                         row.host,
                     )
                 )
-            elif row.host and row.host in services and not is_up(services[row.host], self.settings.service_down_time):
+            elif row.host and row.host in services and self._host_down(services[row.host], now):
                 failed.append(
                     (row.uuid, f"Build of instance {row.uuid} aborted: compute host {row.host} went down.", row.host)
                 )
@@ -624,6 +627,17 @@ class ConductorManager:
             if aborted:
                 log.warning("conductor.build_aborted", instance=uuid, reason=message)
         return [f[0] for f in failed]
+
+    def _host_down(self, service: Any, now: Any) -> bool:
+        """Is the build's host down? Not before it had ``service_down_time`` to report to this
+        conductor: right after a restart every host's last heartbeat is old (the crash soak
+        aborted builds whose in-process agents had not yet reported again)."""
+        down_time = self.settings.service_down_time
+        if service.forced_down:
+            return True
+        if (now - self._started_at).total_seconds() <= down_time:
+            return False
+        return not is_up(service, down_time, now)
 
 
 def scheduling_failure(exc: RemoteError) -> str:

@@ -37,6 +37,9 @@ class ComputeFilter(BaseFilter):
     def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
         return host.up and not host.disabled
 
+    def filter_all(self, hosts: list[HostState], spec: RequestSpec) -> list[HostState]:
+        return [h for h in hosts if h.up and not h.disabled]
+
 
 class ResourcesFilter(BaseFilter):
     """Room for the flavor's vCPUs, RAM and disk, with the allocation ratios applied.

@@ -57,10 +57,12 @@ class Inventory:
     min_unit: int = 1
     max_unit: int = 0
     step_size: int = 1
+    #: (total - reserved) * allocation_ratio, computed once: the scheduler reads it for every
+    #: host on every decision (an inventory is replaced, never changed, when a host reports).
+    capacity: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def capacity(self) -> int:
-        return int((self.total - self.reserved) * self.allocation_ratio)
+    def __post_init__(self) -> None:
+        self.capacity = int((self.total - self.reserved) * self.allocation_ratio)
 
 
 @dataclass
@@ -76,11 +78,12 @@ class ProviderUsage:
         return inv.capacity - self.used.get(rc, 0) if inv else 0
 
     def fits(self, resources: dict[str, int]) -> bool:
+        inventories, used = self.inventories, self.used
         for rc, amount in resources.items():
             if amount <= 0:
                 continue
-            inv = self.inventories.get(rc)
-            if inv is None or amount > (inv.max_unit or inv.total) or amount > self.free(rc):
+            inv = inventories.get(rc)
+            if inv is None or amount > (inv.max_unit or inv.total) or amount > inv.capacity - used.get(rc, 0):
                 return False
         return True
 

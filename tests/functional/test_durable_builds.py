@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 from novalite.context import RequestContext
@@ -148,6 +149,47 @@ async def test_delete_during_a_failing_build_deletes_it(tmp_path: Any, db_url: s
             server = (await cloud.get(f"/compute/v2.1/servers/{uuid}", microversion="2.100")).body["server"]
             raise AssertionError(f"still there: {server['status']}/{server['OS-EXT-STS:task_state']}")
         assert await vcpus_used(cloud) == 0
+    finally:
+        await cloud.session.close()
+        await cloud.node.stop()
+
+
+async def test_a_restarted_conductor_waits_for_hosts_to_report_before_aborting_builds(
+    tmp_path: Any, db_url: str
+) -> None:
+    """Right after a start every host's last heartbeat is old (nobody listened while the
+    controller was down): builds on them are not aborted as "host went down" until the
+    hosts had ``service_down_time`` to report (the crash soak: 12 builds aborted at once,
+    the in-process agents' first heartbeats a second late)."""
+    from novalite.db import schema as t
+    from novalite.timeutil import utcnow
+
+    settings = make_settings(
+        tmp_path, db_url, driver_options={"boot_delay": 30}, service_down_time=20, report_interval=3600
+    )
+    cloud = await start_cloud(settings)
+    try:
+        image = await make_image(cloud)
+        r = await create_server(cloud, image, name="slow")
+        assert r.status == 202, r
+        uuid = r.body["server"]["id"]
+        host = (await wait_spawning(cloud, uuid))["OS-EXT-SRV-ATTR:host"]
+        async with cloud.rt.db.begin() as conn:  # as if the host last reported before a crash
+            await conn.execute(
+                t.services.update()
+                .where(t.services.c.host == host)
+                .values(last_seen_up=utcnow() - timedelta(seconds=60))
+            )
+        c = conductor(cloud)
+        ctx = RequestContext.admin()
+        assert await c.check_stuck_builds(ctx) == []
+        server = (await cloud.get(f"/compute/v2.1/servers/{uuid}")).body["server"]
+        assert server["status"] == "BUILD"
+        # Once the host has been silent for service_down_time while the conductor listened, it is down.
+        c._started_at -= timedelta(seconds=30)
+        assert await c.check_stuck_builds(ctx) == [uuid]
+        server = await wait_status(cloud, uuid, "ERROR", timeout=10)
+        assert "went down" in server["fault"]["message"]
     finally:
         await cloud.session.close()
         await cloud.node.stop()
