@@ -446,13 +446,10 @@ class ConductorManager:
         state (a finished build must not revive an instance the watchdog already failed);
         with ``build_attempt`` only if the build is still that attempt.
         """
-        own: str | None = None
-        if not is_controller(ctx.sender):
-            # An agent changes only instances on its own host (checked again in the UPDATE).
-            async with self.rt.db.connect() as conn:
-                row = await records.get_instance(conn, instance_uuid)
-            require_host(ctx, row.host if row is not None else None, f"instance_update of {instance_uuid}")
-            own = agent_host(ctx.sender)
+        # An agent changes only instances on its own host: the UPDATE expects it, and when the
+        # UPDATE changes nothing the row tells why (another host's instance: refused, and the
+        # event and fault below roll back with the transaction).
+        own = None if is_controller(ctx.sender) else agent_host(ctx.sender)
         bad = set(values) - AGENT_WRITABLE
         if bad:
             raise ValueError(f"agents may not set {', '.join(sorted(bad))}")
@@ -464,35 +461,37 @@ class ConductorManager:
             expect["build_attempt"] = int(build_attempt)
         if own is not None:
             expect["host"] = own
+        action_started = None
         async with self.rt.db.begin() as conn:
             changed = await records.update_instance(conn, instance_uuid, expect=expect, **changes)
+            if own is not None and not changed:
+                row = await records.get_instance(conn, instance_uuid)
+                require_host(ctx, row.host if row is not None else None, f"instance_update of {instance_uuid}")
+            event_rid = (event.get("request_id") or ctx.request_id) if event else None
             if event:
-                await actions.record_event(
+                action_started = await actions.record_event(
                     conn,
                     instance_uuid,
-                    event.get("request_id") or ctx.request_id,
+                    event_rid or ctx.request_id,
                     event["event"],
                     start_time=parse_iso(event["start_time"]) if event.get("start_time") else None,
                     finish_time=utcnow(),
                     result=event.get("result"),
                     traceback=event.get("traceback"),
                     host=event.get("host"),
+                    finish=finish_action and event_rid == ctx.request_id,
                 )
             if fault:
                 await records.add_fault(conn, instance_uuid, fault, host=(event or {}).get("host"))
-            if finish_action:
+            if finish_action and event_rid != ctx.request_id:
                 await actions.finish_action(conn, instance_uuid, ctx.request_id)
         if changed and expect_vm_state == states.BUILDING and values.get("vm_state") == states.ACTIVE:
+            # create→ACTIVE from the create action's start (the API request), as Nova's
+            # instance action shows it: no extra read of the instance per build.
             launched = changes.get("launched_at")
-            created = await self._created_at(instance_uuid)
-            seconds = (launched - created).total_seconds() if launched and created else None
+            seconds = (launched - action_started).total_seconds() if launched and action_started else None
             self.rt.metrics.observe_build("active", seconds)
         return changed
-
-    async def _created_at(self, instance_uuid: str) -> Any:
-        async with self.rt.db.connect() as conn:
-            row = await records.get_instance(conn, instance_uuid)
-        return row.created_at if row is not None else None
 
     async def instance_destroyed(self, ctx: RequestContext, instance_uuid: str, host: str) -> None:
         """The agent removed the guest: free its resources and mark the instance deleted."""
