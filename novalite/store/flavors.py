@@ -115,10 +115,18 @@ def _visible(ctx: RequestContext) -> sa.ColumnElement[bool]:
     return sa.true() if ctx.is_admin else _shared_with(ctx.project_id)
 
 
+# Built once (every create reads its flavor): for admins, and for a project (bound).
+_GET_FLAVOR = sa.select(t.flavors).where(t.flavors.c.flavorid == sa.bindparam("flavorid"))
+_PROJECT: Any = sa.bindparam("project_id")
+_GET_SHARED_FLAVOR = _GET_FLAVOR.where(_shared_with(_PROJECT))
+
+
 async def get_flavor(conn: Connection, ctx: RequestContext, flavorid: str) -> sa.Row[Any]:
     """The flavor with this flavorid; NotFound (Nova's words) when missing or not visible to the caller."""
-    query = sa.select(t.flavors).where(t.flavors.c.flavorid == flavorid, _visible(ctx))
-    row = (await conn.execute(query)).first()
+    if ctx.is_admin:
+        row = (await conn.execute(_GET_FLAVOR, {"flavorid": flavorid})).first()
+    else:
+        row = (await conn.execute(_GET_SHARED_FLAVOR, {"flavorid": flavorid, "project_id": ctx.project_id})).first()
     if row is None:
         raise NotFound(f"Flavor {flavorid} could not be found.")
     return row

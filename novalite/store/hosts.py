@@ -79,9 +79,13 @@ async def get_service(conn: Connection, key: int | str) -> sa.Row[Any] | None:
 
 async def get_service_by_host(conn: Connection, host: str, binary: str) -> sa.Row[Any] | None:
     """The one service of ``binary`` on ``host`` (the pair is unique)."""
-    return (
-        await conn.execute(sa.select(t.services).where(t.services.c.host == host, t.services.c.binary == binary))
-    ).first()
+    return (await conn.execute(_SERVICE_BY_HOST, {"host": host, "binary": binary})).first()
+
+
+#: Built once: every server action checks its host's service.
+_SERVICE_BY_HOST = sa.select(t.services).where(
+    t.services.c.host == sa.bindparam("host"), t.services.c.binary == sa.bindparam("binary")
+)
 
 
 @dataclass(frozen=True)

@@ -74,11 +74,28 @@ async def get_image(
     side uses this to check an ``imageRef`` and read ``min_disk``/``min_ram``/``status``,
     the custom properties (``hw_*``) and ``path``.
     """
-    query = sa.select(t.images).where(t.images.c.id == image_id, visible_clause(ctx))
-    if for_update:
-        query = query.with_for_update()
-    row = (await conn.execute(query)).first()
+    query = _GET_IMAGE[(ctx.is_admin, for_update)]
+    row = (await conn.execute(query, {"image_id": image_id, "project_id": ctx.project_id})).first()
     return row_to_dict(row) if row is not None else None
+
+
+def _get_image_statement(admin: bool, for_update: bool) -> Any:
+    query = sa.select(t.images).where(t.images.c.id == sa.bindparam("image_id"))
+    if not admin:
+        project: Any = sa.bindparam("project_id")
+        query = query.where(
+            sa.or_(
+                t.images.c.owner == project,
+                t.images.c.visibility.in_(("public", "community")),
+                sa.and_(t.images.c.visibility == "shared", is_member_of(project)),
+            )
+        )
+    return query.with_for_update() if for_update else query
+
+
+#: Built once per (admin, for update): every create reads its image (docs/benchmarks.md).
+#: The condition is :func:`visible_clause`'s, with the project bound.
+_GET_IMAGE = {(a, u): _get_image_statement(a, u) for a in (False, True) for u in (False, True)}
 
 
 def can_modify(image: dict[str, Any], ctx: RequestContext) -> bool:

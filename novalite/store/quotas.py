@@ -111,12 +111,21 @@ def default_limits(settings: Any) -> dict[str, int]:
     }
 
 
+# Built once: every create and resize checks quota (see docs/benchmarks.md on why).
+_LIMITS = sa.select(t.quotas.c.resource, t.quotas.c.hard_limit).where(
+    t.quotas.c.project_id == sa.bindparam("project_id")
+)
+_USAGE = sa.select(
+    sa.func.count(),
+    sa.func.coalesce(sa.func.sum(t.instances.c.vcpus), 0),
+    sa.func.coalesce(sa.func.sum(t.instances.c.memory_mb), 0),
+).where(t.instances.c.project_id == sa.bindparam("project_id"), t.instances.c.deleted == sa.false())
+
+
 async def limits_for(conn: Connection, settings: Any, project_id: str) -> dict[str, int]:
     """The project's limit for every resource (-1 is unlimited)."""
     limits = default_limits(settings)
-    rows = await conn.execute(
-        sa.select(t.quotas.c.resource, t.quotas.c.hard_limit).where(t.quotas.c.project_id == project_id)
-    )
+    rows = await conn.execute(_LIMITS, {"project_id": project_id})
     for resource, hard_limit in rows:
         if resource in limits:
             limits[resource] = hard_limit
@@ -126,15 +135,7 @@ async def limits_for(conn: Connection, settings: Any, project_id: str) -> dict[s
 async def usage_for(conn: Connection, project_id: str, user_id: str | None = None) -> dict[str, int]:
     """What the project uses now; ``key_pairs`` counts the user's (0 without a user)."""
     usage = dict.fromkeys(RESOURCES, 0)
-    row = (
-        await conn.execute(
-            sa.select(
-                sa.func.count(),
-                sa.func.coalesce(sa.func.sum(t.instances.c.vcpus), 0),
-                sa.func.coalesce(sa.func.sum(t.instances.c.memory_mb), 0),
-            ).where(t.instances.c.project_id == project_id, t.instances.c.deleted == sa.false())
-        )
-    ).one()
+    row = (await conn.execute(_USAGE, {"project_id": project_id})).one()
     usage["instances"], usage["cores"], usage["ram"] = int(row[0]), int(row[1]), int(row[2])
     if user_id:
         usage["key_pairs"] = await count_keypairs(conn, user_id)

@@ -98,29 +98,32 @@ async def issue_token(
     return token, issued, expires, audit_id
 
 
+#: Built once: every API request validates its token (building the statement cost more
+#: than SQLite's execution of it; docs/benchmarks.md).
+_VALIDATE = (
+    sa.select(
+        t.tokens.c.user_id,
+        t.tokens.c.project_id,
+        t.tokens.c.roles,
+        t.tokens.c.issued_at,
+        t.tokens.c.expires_at,
+        t.tokens.c.audit_id,
+        t.users.c.name.label("user_name"),
+        t.users.c.enabled,
+        t.projects.c.name.label("project_name"),
+        t.projects.c.enabled.label("project_enabled"),
+    )
+    .join(t.users, t.users.c.id == t.tokens.c.user_id)
+    .outerjoin(t.projects, t.projects.c.id == t.tokens.c.project_id)
+    .where(t.tokens.c.id_hash == sa.bindparam("id_hash"))
+)
+
+
 async def validate_token(conn: Connection, token: str | None) -> TokenInfo | None:
     """Return the token's identity, or None if it is unknown, expired or its user disabled."""
     if not token:
         return None
-    row = (
-        await conn.execute(
-            sa.select(
-                t.tokens.c.user_id,
-                t.tokens.c.project_id,
-                t.tokens.c.roles,
-                t.tokens.c.issued_at,
-                t.tokens.c.expires_at,
-                t.tokens.c.audit_id,
-                t.users.c.name.label("user_name"),
-                t.users.c.enabled,
-                t.projects.c.name.label("project_name"),
-                t.projects.c.enabled.label("project_enabled"),
-            )
-            .join(t.users, t.users.c.id == t.tokens.c.user_id)
-            .outerjoin(t.projects, t.projects.c.id == t.tokens.c.project_id)
-            .where(t.tokens.c.id_hash == token_hash(token))
-        )
-    ).first()
+    row = (await conn.execute(_VALIDATE, {"id_hash": token_hash(token)})).first()
     if row is None or row.expires_at <= utcnow() or not row.enabled:
         return None
     if row.project_id and not row.project_enabled:
