@@ -6,7 +6,8 @@ Starts ``novalite serve`` as a subprocess on a fresh state dir (SQLite by defaul
 
 * creates M servers concurrently (at most ``--concurrency`` requests in flight),
 * waits until every server is ACTIVE,
-* times ``GET /servers/detail`` with M servers present,
+* times ``GET /servers/detail`` with M servers present (and with ``--cold-listing K`` the
+  first listing after each of K restarts, when nothing is rendered or cached yet),
 * deletes them all concurrently and waits until the list is empty.
 
 It prints servers/s to all ACTIVE, create→ACTIVE p50/p95 (from the client's send time to
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -137,7 +139,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     ps = psutil.Process(proc.pid)
     results: dict[str, Any] = {"hosts": args.hosts, "servers": args.servers, "state_dir": str(state)}
     try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.concurrency)) as session:
+        async with contextlib.AsyncExitStack() as stack:
+            session = await stack.enter_async_context(
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.concurrency))
+            )
             api = Api(session, f"http://127.0.0.1:{port}")
             await api.login()
             image = await api.upload_image()
@@ -194,6 +199,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results["servers_detail_p50_ms"] = round(percentile(detail_times, 50) * 1000, 1)
             samples["servers_detail_ms"] = [round(v * 1000, 2) for v in detail_times]
             results["server_rss_mb"] = round(ps.memory_info().rss / 2**20, 1)
+            if args.cold_listing:
+                # The first listing after a start, nothing rendered or cached yet: restart the
+                # server on the same state each time and time its first GET /servers/detail.
+                cold = []
+                for _ in range(args.cold_listing):
+                    proc.terminate()
+                    proc.wait(timeout=30)
+                    proc = start_server(state, port, args.hosts, args.database_url, {})
+                    ps = psutil.Process(proc.pid)
+                    # A new session: the pooled connections died with the old process.
+                    session = await stack.enter_async_context(
+                        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.concurrency))
+                    )
+                    api = Api(session, f"http://127.0.0.1:{port}")
+                    await api.login()
+                    t0 = time.perf_counter()
+                    status, body = await api.request("GET", "/compute/v2.1/servers/detail")
+                    cold.append(time.perf_counter() - t0)
+                    assert status == 200 and len(body["servers"]) == results["detail_count"], status
+                results["servers_detail_cold_p50_ms"] = round(percentile(cold, 50) * 1000, 1)
+                samples["servers_detail_cold_ms"] = [round(v * 1000, 2) for v in cold]
 
             async def delete(sid: str) -> None:
                 async with sem:
@@ -423,6 +449,12 @@ def main() -> None:
     parser.add_argument("--servers", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=50, help="create/delete requests in flight")
     parser.add_argument("--detail-samples", type=int, default=20)
+    parser.add_argument(
+        "--cold-listing",
+        type=int,
+        default=0,
+        help="also restart the server this many times and time each first GET /servers/detail",
+    )
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between progress polls")
     parser.add_argument("--database-url", help="e.g. postgresql://postgres@127.0.0.1:5432/bench (must exist)")
     parser.add_argument("--timeout", type=float, default=600)
