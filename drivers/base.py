@@ -59,6 +59,10 @@ class NotSupported(DriverError):
     """The driver (or its hypervisor) cannot do this operation."""
 
 
+class MigrationAborted(DriverError):
+    """A live migration stopped because it was aborted (:meth:`ComputeDriver.live_migration_abort`)."""
+
+
 class InvalidState(DriverError):
     """The guest is in a state where the hypervisor refuses the operation."""
 
@@ -122,6 +126,18 @@ class Instance:
 
 
 @dataclass
+class LiveMigrationProgress:
+    """What :meth:`ComputeDriver.live_migration` reports while it copies (bytes)."""
+
+    memory_total: int = 0
+    memory_processed: int = 0
+    memory_remaining: int = 0
+    disk_total: int = 0
+    disk_processed: int = 0
+    disk_remaining: int = 0
+
+
+@dataclass
 class HostResources:
     """What a host offers; the agent reports it to the conductor as the node's inventory."""
 
@@ -168,7 +184,8 @@ class ComputeDriver:
     #: The name the driver is selected by (``--driver NAME``).
     name: ClassVar[str] = ""
     #: True when :meth:`spawn` needs the image as a local file in ``instance.image.path``.
-    needs_image_file: ClassVar[bool] = False
+    #: (An instance may set it from its options: the fake driver's ``image_files``.)
+    needs_image_file: bool = False
 
     def __init__(self, host: str, options: dict[str, Any] | None = None) -> None:
         """``host`` is the compute host's name; ``options`` is the driver's config section."""
@@ -297,3 +314,133 @@ class ComputeDriver:
     async def get_vnc_console(self, instance: Instance) -> ConsoleAddress:
         """Return where the guest's VNC server listens (reachable from the console proxy)."""
         raise NotSupported(f"driver {self.name} has no VNC console")
+
+    # -- images (issue 11) --------------------------------------------------------------
+
+    async def snapshot(self, instance: Instance, target: str) -> str:
+        """Write an image of the guest's root disk into the local file ``target``; return its
+        disk format (``raw``, ``qcow2``...). The agent uploads the file, then removes it.
+
+        The image is consistent: a running guest is paused (or quiesced) while its disk is
+        read, and left as it was found (running, paused, off) afterwards, whatever happens.
+        Cleanup duty: if this raises, ``target`` and every temporary file the driver made
+        for the snapshot are removed, and the guest is in the power state it had before.
+        """
+        raise NotSupported(f"driver {self.name} cannot snapshot")
+
+    async def rebuild(self, instance: Instance, preserve_ephemeral: bool = False) -> None:
+        """Replace the guest's root disk with a new one from ``instance.image`` (Nova's rebuild)
+        and boot it from that disk, on this host, with ``instance``'s new definition
+        (hostname, metadata, user data, key; a config drive is made anew). The ephemeral
+        disk is kept with ``preserve_ephemeral``, created blank otherwise. Returns once the
+        guest runs; a guest that was off is started (the agent powers it off again if the
+        server was SHUTOFF, as Nova).
+        Cleanup duty: if this raises, no guest is left defined for the instance and the old
+        root disk is gone; :meth:`destroy` removes whatever else remains (the server goes
+        to ERROR, and a later rebuild or delete starts from there).
+        """
+        raise NotSupported(f"driver {self.name} cannot rebuild")
+
+    # -- moving servers (issue 10) --------------------------------------------------------
+
+    async def migrate_disk_and_power_off(self, instance: Instance, dest_host: str, flavor: dict[str, Any]) -> None:
+        """On the source host of a resize or cold migration: power the guest off and make its
+        disks available to ``dest_host`` (copy them there, or nothing on shared storage),
+        sized for ``flavor`` (``vcpus``, ``memory_mb``, ``root_gb``, ``ephemeral_gb``, ``swap``).
+
+        The source guest and its disks stay (powered off) until :meth:`confirm_migration`
+        or :meth:`finish_revert_migration`; ``dest_host`` may be this host (same-host resize).
+        Cleanup duty: if this raises, the driver removes what it copied and leaves the guest
+        as it found it (powered on again if it was running), so the server can go on as before.
+        """
+        raise NotSupported(f"driver {self.name} cannot migrate")
+
+    async def finish_migration(self, instance: Instance, source_host: str, power_on: bool = True) -> None:
+        """On the destination: create the guest from ``instance`` (the new flavor's sizes) with
+        the disks :meth:`migrate_disk_and_power_off` brought, and start it if ``power_on``.
+
+        Cleanup duty: if this raises, the driver removes the guest it defined here (a later
+        :meth:`destroy` of it on this host must succeed); the source's copy is not its business.
+        """
+        raise NotSupported(f"driver {self.name} cannot migrate")
+
+    async def confirm_migration(self, instance: Instance) -> None:
+        """On the source, after a confirm: remove the powered-off original guest and its disks
+        (the server lives on at the destination). Idempotent: a guest already gone succeeds.
+        On a same-host resize only the original's leftovers go, never the resized guest.
+        """
+        raise NotSupported(f"driver {self.name} cannot migrate")
+
+    async def finish_revert_migration(self, instance: Instance, power_on: bool = True) -> None:
+        """On the source, after a revert (the destination's guest was destroyed): bring the
+        original guest back with its own disks and definition (``instance`` has the old
+        flavor), started if ``power_on``. Cleanup duty: if this raises, the original's disks
+        are kept (they hold the user's data); :meth:`destroy` removes them.
+        """
+        raise NotSupported(f"driver {self.name} cannot migrate")
+
+    # -- live migration (issue 10, second half) ---------------------------------------------
+    #
+    # The order the agents run them in: the destination checks and prepares
+    # (``check_can_live_migrate_destination``, ``pre_live_migration``), the source copies the
+    # running guest (``live_migration``, which may be aborted or forced to complete meanwhile),
+    # then the destination finishes (``post_live_migration_at_destination``) — or, if anything
+    # failed, the destination undoes its preparation (``rollback_live_migration_at_destination``)
+    # and the guest goes on running on the source.
+
+    async def check_can_live_migrate_destination(
+        self, instance: Instance, source_host: str, block_migration: bool | None
+    ) -> dict[str, Any]:
+        """On the destination: can this host take the running guest? ``block_migration``
+        None means "auto" (the driver decides: block migration without shared storage).
+        Returns the migrate data the other steps get (plain JSON, at least
+        ``{"block_migration": bool}``). Raises :class:`DriverError` with the reason if not;
+        changes nothing (no cleanup duty)."""
+        raise NotSupported(f"driver {self.name} cannot live-migrate")
+
+    async def pre_live_migration(self, instance: Instance, source_host: str, migrate_data: dict[str, Any]) -> None:
+        """On the destination, before the copy: make what the incoming guest needs (disks
+        for a block migration, networking). Cleanup duty: if this raises, it removes what it
+        made; otherwise :meth:`rollback_live_migration_at_destination` does if the move fails."""
+        raise NotSupported(f"driver {self.name} cannot live-migrate")
+
+    async def live_migration(
+        self,
+        instance: Instance,
+        dest_host: str,
+        migrate_data: dict[str, Any],
+        progress: Callable[[LiveMigrationProgress], Awaitable[None]],
+    ) -> None:
+        """On the source: move the running (or paused) guest to ``dest_host``, calling
+        ``progress`` now and then while it copies. On success the guest runs on the
+        destination and nothing of it is left here (disks on non-shared storage included).
+        Raises :class:`MigrationAborted` after :meth:`live_migration_abort`, or
+        :class:`DriverError` on failure. Cleanup duty on any failure: the guest keeps running
+        here, untouched (in its power state from before), so the server goes on on its source."""
+        raise NotSupported(f"driver {self.name} cannot live-migrate")
+
+    async def live_migration_abort(self, instance: Instance) -> None:
+        """On the source, while :meth:`live_migration` runs: make it stop and raise
+        :class:`MigrationAborted` (with its cleanup duty). :class:`InvalidState` if no
+        migration of this guest is running."""
+        raise NotSupported(f"driver {self.name} cannot abort a live migration")
+
+    async def live_migration_force_complete(self, instance: Instance) -> None:
+        """On the source, while :meth:`live_migration` runs: make it converge now (pause the
+        guest for the rest of the copy, or switch to post-copy). :class:`InvalidState` if no
+        migration of this guest is running."""
+        raise NotSupported(f"driver {self.name} cannot force a live migration to complete")
+
+    async def post_live_migration_at_destination(self, instance: Instance, source_host: str) -> None:
+        """On the destination, after the copy: the guest is this host's now (define it for
+        good, in the power state it had). Idempotent. If this raises, the guest may still
+        run here: the server goes to ERROR on this host (Nova's behaviour), no cleanup duty."""
+        raise NotSupported(f"driver {self.name} cannot live-migrate")
+
+    async def rollback_live_migration_at_destination(self, instance: Instance) -> None:
+        """On the destination, after a failed or aborted move (or the server's delete during
+        it): remove what :meth:`pre_live_migration` made and the copy of the guest, partial or
+        whole. Idempotent (also called when the destination had not been prepared); must
+        never touch a guest of this instance that runs here for good (after
+        :meth:`post_live_migration_at_destination`)."""
+        raise NotSupported(f"driver {self.name} cannot live-migrate")

@@ -13,6 +13,18 @@ Options (the ``[driver.fake]`` config section, or ``novalite serve --fake-*``):
 ``fail``
     ``{"spawn": "message", ...}``: operations that raise :class:`DriverError`.
     ``fail_name_prefix`` restricts failures to instances whose hostname starts with it.
+``migrate_delay``
+    Seconds :meth:`FakeDriver.migrate_disk_and_power_off` takes (default 0: the "disk copy"
+    of a resize or cold migration; :meth:`FakeDriver.finish_migration` takes ``boot_delay``).
+    ``fail`` names the moving operations too (``migrate_disk_and_power_off``,
+    ``finish_migration``, ``confirm_migration``, ``finish_revert_migration``).
+``live_migration_delay``
+    Seconds :meth:`FakeDriver.live_migration` takes (default 0), reporting progress every
+    ``live_migration_step`` seconds (default 0.05), so tests can watch a live migration in
+    progress, abort it or force it to complete. ``fail`` names the live migration steps too
+    (``check_can_live_migrate_destination``, ``pre_live_migration``, ``live_migration``,
+    ``post_live_migration_at_destination``); a failed ``live_migration`` fails halfway.
+    ``pre_live_migration_delay`` (default 0): seconds the destination's preparation takes.
 ``state_file``
     A path where the fake hypervisor keeps its guests across restarts of the agent (default:
     none, guests live in memory only). Without it, guests live only as long as the driver
@@ -28,6 +40,14 @@ Options (the ``[driver.fake]`` config section, or ``novalite serve --fake-*``):
     process get the same options): it holds one section per host, rewritten under an
     ``fcntl`` lock on ``<state_file>.lock``. The file survives a killed process, not a lost
     machine (no fsync: it stands for a hypervisor's memory, not for a disk).
+``image_files``
+    True: guests boot from the image's bytes (the agent fetches the file first, as for
+    libvirt), which become the guest's disk content: a snapshot copies it, so a server booted
+    from a snapshot has the original's disk (issue 11). Default false: no download, the disk
+    content only names the image.
+``snapshot_delay``
+    Seconds :meth:`FakeDriver.snapshot` takes (default 0); ``fail: {"snapshot": ...}`` and
+    ``{"rebuild": ...}`` make those operations fail.
 ``screen``
     True (default): a running guest has a screen, an RFB server on 127.0.0.1 that draws its
     console log (:mod:`novalite_drivers.fakescreen`), so the console page shows something in
@@ -47,10 +67,10 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from novalite_drivers.base import (
     ComputeDriver,
@@ -60,6 +80,8 @@ from novalite_drivers.base import (
     Instance,
     InstanceNotFound,
     InvalidState,
+    LiveMigrationProgress,
+    MigrationAborted,
     NotSupported,
     PowerState,
 )
@@ -73,6 +95,9 @@ class FakeGuest:
     instance: Instance
     state: PowerState = PowerState.RUNNING
     console: list[str] = field(default_factory=list)
+    #: The root disk's content (bytes as latin-1 text, so the state file can keep it): what a
+    #: snapshot copies (issue 11).
+    disk: str = ""
 
     def log(self, line: str) -> None:
         self.console.append(f"[{time.time():.3f}] {line}")
@@ -83,13 +108,17 @@ class FakeGuest:
             "instance": dataclasses.asdict(self.instance),
             "state": int(self.state),
             "console": list(self.console),
+            "disk": self.disk,
             "booting": booting,
         }
 
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> FakeGuest:
         return cls(
-            Instance.from_dict(record["instance"]), PowerState(int(record["state"])), list(record.get("console", []))
+            Instance.from_dict(record["instance"]),
+            PowerState(int(record["state"])),
+            list(record.get("console", [])),
+            str(record.get("disk", "")),
         )
 
 
@@ -133,6 +162,10 @@ class FakeDriver(ComputeDriver):
         super().__init__(host, options)
         self.guests: dict[str, FakeGuest] = {}
         self.boot_delay = float(self.options.get("boot_delay", 0))
+        self.migrate_delay = float(self.options.get("migrate_delay", 0))
+        #: The powered-off originals of guests moved away (or resized in place), by uuid, kept
+        #: until the move is confirmed or reverted (in memory only, as a resize's leftovers).
+        self.originals: dict[str, FakeGuest] = {}
         self.failures: dict[str, str] = dict(self.options.get("fail", {}))
         self.fail_prefix: str = self.options.get("fail_name_prefix", "")
         state_file = self.options.get("state_file")
@@ -144,6 +177,17 @@ class FakeDriver(ComputeDriver):
         self.screen = bool(self.options.get("screen", True))
         #: The screens of guests whose console was asked for, by uuid (see ``screen``).
         self.screens: dict[str, FakeScreen] = {}
+        #: ``image_files`` (issue 11): boot from the image's bytes (the agent fetches the file),
+        #: so a guest's disk is its image's content and a snapshot of it boots as the original.
+        self.needs_image_file = bool(self.options.get("image_files", False))
+        self.snapshot_delay = float(self.options.get("snapshot_delay", 0))
+        self.live_migration_delay = float(self.options.get("live_migration_delay", 0))
+        self.live_migration_step = float(self.options.get("live_migration_step", 0.05))
+        self.pre_live_migration_delay = float(self.options.get("pre_live_migration_delay", 0))
+        #: Live migrations running from this host, by uuid: {"abort": bool, "force": bool}.
+        self.live_migrations: dict[str, dict[str, bool]] = {}
+        #: Guests this host was prepared to receive (pre_live_migration), by uuid.
+        self.incoming: set[str] = set()
 
     async def init_host(self) -> None:
         """Load this host's guests from the state file, if there is one.
@@ -235,7 +279,7 @@ class FakeDriver(ComputeDriver):
 
     def _boot(self, instance: Instance, how: str) -> FakeGuest:
         """Create the guest from the instance's definition, running (spawn, or a recreate)."""
-        guest = FakeGuest(instance)
+        guest = FakeGuest(instance, disk=self._image_disk(instance))
         guest.log(f"novalite fake guest {instance.hostname or instance.name} {how}")
         for port in instance.ports:
             guest.log(f"eth: {port.mac} ip {port.ip}")
@@ -365,3 +409,200 @@ class FakeDriver(ComputeDriver):
         await self._screen_off(uuid)
         self._save()
         await self.emit_lifecycle(uuid, PowerState.SHUTDOWN)
+
+    # -- images (issue 11) -----------------------------------------------------------------
+
+    #: The most bytes of an image file a fake disk holds (the fake is for tests and demos).
+    MAX_DISK_BYTES = 16 * 1024 * 1024
+
+    def _image_disk(self, instance: Instance) -> str:
+        """A new root disk's content: the image file's bytes when the agent fetched it
+        (``image_files``), else a line naming the image."""
+        image = instance.image
+        if image is None:
+            return ""
+        if image.path and os.path.exists(image.path):
+            with open(image.path, "rb") as fh:
+                return fh.read(self.MAX_DISK_BYTES).decode("latin-1")
+        return f"fake disk of image {image.id}\n"
+
+    async def snapshot(self, instance: Instance, target: str) -> str:
+        """Copy the guest's disk content into ``target`` (raw); ``snapshot_delay`` seconds,
+        and ``fail: {"snapshot": ...}`` raises after the delay, with ``target`` removed."""
+        guest = self._guest(instance)
+        try:
+            if self.snapshot_delay:
+                await asyncio.sleep(self.snapshot_delay)
+            self._maybe_fail("snapshot", instance)
+            self._write_snapshot(guest, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+            raise
+        guest.log("snapshot taken")
+        return "raw"
+
+    @staticmethod
+    def _write_snapshot(guest: FakeGuest, target: str) -> None:
+        """Synchronous, as the state file's writes: a fake disk is small."""
+        Path(target).write_bytes(guest.disk.encode("latin-1"))
+
+    async def rebuild(self, instance: Instance, preserve_ephemeral: bool = False) -> None:
+        """A new guest from the new definition and image, after ``boot_delay``; the old one is
+        gone first. ``fail: {"rebuild": ...}`` raises with no guest left."""
+        self._guest(instance)
+        await self._screen_off(instance.uuid)
+        self.guests.pop(instance.uuid, None)
+        self._save()
+        if self.boot_delay:
+            await asyncio.sleep(self.boot_delay)
+        self._maybe_fail("rebuild", instance)
+        self._boot(instance, "rebuilt and booting")
+
+    # -- test hooks (issue 11) --------------------------------------------------------------
+
+    def write_disk(self, uuid: str, data: str) -> None:
+        """Simulate the guest writing ``data`` at the end of its disk."""
+        self.guests[uuid].disk += data
+        self._save()
+
+    def disk_content(self, uuid: str) -> str:
+        """The guest's disk content (latin-1 text of its bytes)."""
+        return self.guests[uuid].disk
+
+    # -- moving servers (issue 10) --------------------------------------------------------
+
+    #: Disks "sent" between the fake hosts of one process, by (destination host, uuid): the
+    #: wire a real driver copies over. A destination in another process finds nothing and
+    #: makes a new disk from the image, as a spawn does.
+    sent_disks: ClassVar[dict[tuple[str, str], str]] = {}
+
+    async def migrate_disk_and_power_off(self, instance: Instance, dest_host: str, flavor: dict[str, Any]) -> None:
+        """Power off and set the original aside (``originals``) until confirm or revert; a
+        failure injected here leaves the guest as it was (the cleanup duty)."""
+        guest = self._guest(instance)
+        if self.migrate_delay:
+            await asyncio.sleep(self.migrate_delay)
+        self._maybe_fail("migrate_disk_and_power_off", instance)
+        guest.state = PowerState.SHUTDOWN
+        guest.log(f"power off: disks sent to {dest_host}")
+        await self._screen_off(instance.uuid)
+        self.originals[instance.uuid] = self.guests.pop(instance.uuid)
+        self.sent_disks[(dest_host, instance.uuid)] = guest.disk
+        self._save()
+
+    async def finish_migration(self, instance: Instance, source_host: str, power_on: bool = True) -> None:
+        if instance.uuid in self.guests:
+            raise DriverError(f"instance {instance.uuid} already exists on {self.host}")
+        if self.boot_delay:
+            await asyncio.sleep(self.boot_delay)
+        self._maybe_fail("finish_migration", instance)  # nothing defined yet: nothing to clean
+        disk = self.sent_disks.pop((self.host, instance.uuid), None)
+        guest = self._boot(instance, f"migrated from {source_host} and booting")
+        if disk is not None:
+            guest.disk = disk
+        if not power_on:
+            guest.state = PowerState.SHUTDOWN
+        self._save()
+
+    async def confirm_migration(self, instance: Instance) -> None:
+        self._maybe_fail("confirm_migration", instance)
+        self.originals.pop(instance.uuid, None)
+
+    async def finish_revert_migration(self, instance: Instance, power_on: bool = True) -> None:
+        self._maybe_fail("finish_revert_migration", instance)
+        original = self.originals.pop(instance.uuid, None)
+        if original is None:
+            # The original was lost (this driver restarted): recreate it from its definition.
+            original = self._boot(instance, "recreated from its definition (revert)")
+        else:
+            original.instance = instance
+            self.guests[instance.uuid] = original
+        original.state = PowerState.RUNNING if power_on else PowerState.SHUTDOWN
+        original.log("resize reverted" + (": power on" if power_on else ""))
+        self._save()
+
+    # -- live migration (issue 10, second half) ---------------------------------------------
+
+    #: Live-migrated guests on the wire between the fake hosts of one process, by
+    #: (destination host, uuid); a destination in another process boots it from its definition.
+    sent_guests: ClassVar[dict[tuple[str, str], FakeGuest]] = {}
+
+    async def check_can_live_migrate_destination(
+        self, instance: Instance, source_host: str, block_migration: bool | None
+    ) -> dict[str, Any]:
+        self._maybe_fail("check_can_live_migrate_destination", instance)
+        if instance.uuid in self.guests:
+            raise DriverError(f"instance {instance.uuid} already exists on {self.host}")
+        return {"block_migration": True if block_migration is None else bool(block_migration)}
+
+    async def pre_live_migration(self, instance: Instance, source_host: str, migrate_data: dict[str, Any]) -> None:
+        if self.pre_live_migration_delay:
+            await asyncio.sleep(self.pre_live_migration_delay)
+        self._maybe_fail("pre_live_migration", instance)  # nothing made yet: nothing to clean
+        self.incoming.add(instance.uuid)
+
+    async def live_migration(
+        self,
+        instance: Instance,
+        dest_host: str,
+        migrate_data: dict[str, Any],
+        progress: Callable[[LiveMigrationProgress], Awaitable[None]],
+    ) -> None:
+        """Copy the guest's "memory" for ``live_migration_delay`` seconds in steps; the guest
+        keeps running here until the end, and stays here on any failure (the cleanup duty)."""
+        guest = self._guest(instance)
+        control = self.live_migrations[instance.uuid] = {"abort": False, "force": False}
+        try:
+            total = max(1, int(instance.memory_mb)) * 1024 * 1024
+            delay = self.live_migration_delay
+            steps = max(1, int(delay / self.live_migration_step)) if delay else 1
+            for step in range(1, steps + 1):
+                if control["abort"]:
+                    raise MigrationAborted(f"live migration of {instance.uuid} aborted")
+                if control["force"]:
+                    break
+                if delay:
+                    await asyncio.sleep(delay / steps)
+                done = total * step // steps
+                await progress(LiveMigrationProgress(total, done, total - done))
+                if step * 2 >= steps:
+                    self._maybe_fail("live_migration", instance)
+            if control["abort"]:
+                raise MigrationAborted(f"live migration of {instance.uuid} aborted")
+            self._maybe_fail("live_migration", instance)
+        finally:
+            self.live_migrations.pop(instance.uuid, None)
+        guest.log(f"live-migrated to {dest_host}")
+        await self._screen_off(instance.uuid)
+        self.sent_guests[(dest_host, instance.uuid)] = self.guests.pop(instance.uuid)
+        self._save()
+
+    def _running_migration(self, instance: Instance) -> dict[str, bool]:
+        control = self.live_migrations.get(instance.uuid)
+        if control is None:
+            raise InvalidState(f"no live migration of {instance.uuid} is running on {self.host}")
+        return control
+
+    async def live_migration_abort(self, instance: Instance) -> None:
+        self._running_migration(instance)["abort"] = True
+
+    async def live_migration_force_complete(self, instance: Instance) -> None:
+        self._running_migration(instance)["force"] = True
+
+    async def post_live_migration_at_destination(self, instance: Instance, source_host: str) -> None:
+        self._maybe_fail("post_live_migration_at_destination", instance)
+        self.incoming.discard(instance.uuid)
+        guest = self.sent_guests.pop((self.host, instance.uuid), None)
+        if guest is None:
+            if instance.uuid in self.guests:
+                return  # done already (idempotent)
+            guest = self._boot(instance, f"live-migrated from {source_host} (recreated from its definition)")
+        guest.instance = instance
+        guest.log(f"live migration from {source_host} finished")
+        self.guests[instance.uuid] = guest
+        self._save()
+
+    async def rollback_live_migration_at_destination(self, instance: Instance) -> None:
+        self.incoming.discard(instance.uuid)
+        self.sent_guests.pop((self.host, instance.uuid), None)

@@ -155,7 +155,9 @@ def _print_banner(node: Any, info: Any) -> None:
     settings = node.settings
     lines = [
         f"novalite {__version__} serving {', '.join(node.roles)}",
-        f"  API:          {info.api_url}  (identity /identity/v3, compute /compute/v2.1, image /image)",
+        f"  API:          {info.api_url}  (identity /identity/v3, compute /compute/v2.1, image /image, "
+        "network /network)",
+        f"  dashboard:    {info.api_url}/dashboard",
         f"  state dir:    {info.state_dir}",
         f"  database:     {_redact(settings.db_url)}{_schema_note(info)}",
         f"  transport:    {_redact(settings.transport_url)}",
@@ -167,6 +169,9 @@ def _print_banner(node: Any, info: Any) -> None:
         lines.append(f"  hypervisor:   driver {_driver_summary(node)} on {', '.join(node.compute_hosts())}")
         if node.guest_network:
             lines.append(f"  guest network: {node.guest_network}")
+        hint = _resize_hint(node)
+        if hint:
+            lines.append(hint)
     lines.append(f"  admin password: {info.admin_password_source}")
     if info.generated_password:
         lines.append(f"  admin password (shown once): {info.generated_password}")
@@ -174,6 +179,17 @@ def _print_banner(node: Any, info: Any) -> None:
         lines.append(f"  clouds.yaml:  {info.clouds_yaml}")
         lines.append(f"  use it:       export OS_CLIENT_CONFIG_FILE={info.clouds_yaml} OS_CLOUD=novalite")
     print("\n".join(lines), flush=True)
+
+
+def _resize_hint(node: Any) -> str | None:
+    """One compute host and no same-host resize (Nova's default): every resize would end with
+    "No valid host was found" — say how to allow it (issue 10)."""
+    if len(node.compute_hosts()) != 1 or node.settings.allow_resize_to_same_host:
+        return None
+    return (
+        "  hint:         one compute host: resizes need allow_resize_to_same_host = true "
+        "(NOVALITE_ALLOW_RESIZE_TO_SAME_HOST=true); migrations need a second host"
+    )
 
 
 def _schema_note(info: Any) -> str:

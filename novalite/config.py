@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     )
     database_pool_size: int = Field(
         default=10, ge=1, description="Size of the database connection pool (as many more may open under load)."
+    )
+    count_sql_statements: bool = Field(
+        default=False,
+        description="Count the SQL statements this process runs (novalite_db_statements_total in /metrics): "
+        "for benchmarks (scripts/bench_table.py); it costs about a microsecond per statement.",
     )
     transport_url: str = Field(
         default="memory://",
@@ -172,6 +177,25 @@ class Settings(BaseSettings):
         "quota, restorable with `openstack server restore`) before the conductor deletes it; 0 deletes at "
         "once (Nova's reclaim_instance_interval).",
     )
+    shelved_offload_time: int = Field(
+        default=0,
+        ge=-1,
+        description="What `openstack server shelve` does with the guest once its snapshot is taken: 0 offloads "
+        "it at once (destroyed, its host's resources freed, SHELVED_OFFLOADED), -1 never (SHELVED, kept on its "
+        "host until unshelve or shelveOffload); more than 0 keeps it SHELVED that many seconds, then the conductor "
+        "offloads it (Nova's shelved_offload_time).",
+    )
+    allow_resize_to_same_host: bool = Field(
+        default=False,
+        description="Let a resize choose the server's own host (Nova's default: false, the source host is "
+        "excluded). A one-host lab needs true, or every resize ends with 'No valid host was found'.",
+    )
+    resize_confirm_window: int = Field(
+        default=0,
+        ge=0,
+        description="Seconds after which the conductor confirms a resize or cold migration left in "
+        "VERIFY_RESIZE; 0 never confirms automatically (Nova's resize_confirm_window).",
+    )
     rpc_timeout: float = Field(
         default=60.0, gt=0, description="How long an RPC call to an agent waits before giving up."
     )
@@ -223,10 +247,18 @@ class Settings(BaseSettings):
     quota_key_pairs: int = Field(default=100, ge=-1, description="Default quota of key pairs.")
     quota_metadata_items: int = Field(default=128, ge=-1, description="Default quota of metadata items per server.")
     network_name: str = Field(
+        default="private",
+        description="Guest networking: the network (a shared one, created on first start with a subnet of "
+        "network_cidr, as devstack's `private`) that servers created with `--nic auto` (the default without "
+        "--nic) get a port on; novalite assigns the MAC and the fixed IP. On the hypervisor its ports are on "
+        "guest_network_name.",
+    )
+    guest_network_name: str = Field(
         default="novalite",
-        description="Guest networking: servers created with `--nic auto` (the default without --nic) get a port "
-        "on this network; novalite assigns the MAC and the fixed IP. With the libvirt driver: the libvirt "
-        "network of that name.",
+        description="The hypervisor's network the ports of network_name are attached to: with the libvirt driver, "
+        "the libvirt network of that name (created isolated, with network_cidr, when missing). Before the network "
+        "service (issue 12) this was network_name itself, whose default was `novalite`: the default keeps "
+        "existing libvirt hosts as they were.",
     )
     network_cidr: str = Field(default="10.199.0.0/24", description="The subnet of network_name, in CIDR notation.")
     console_listen: str = Field(
@@ -261,6 +293,14 @@ class Settings(BaseSettings):
         description="Networks whose clients may read GET /metrics (it names hosts and counts servers, so "
         "not everyone who can reach the API should): others get 403. Loopback only by default; add your "
         "Prometheus server's address.",
+    )
+    agent_metrics_listen: str = Field(
+        default="",
+        description="host:port where `novalite agent` serves its own Prometheus metrics at GET /metrics (driver "
+        "call latencies, guests by power state, its bus messages; metrics_allow_from says who may read them); "
+        "port 0 picks a free one. Empty: off. `novalite serve` shows its agents' metrics on the API's "
+        "/metrics instead.",
+        examples=["127.0.0.1:9180"],
     )
     log_level: str = Field(default="INFO", description=f"One of {', '.join(LOG_LEVELS)}.")
     driver: str = Field(default="fake", description="Hypervisor driver of the local compute host(s) ([driver] name).")
@@ -323,10 +363,12 @@ class Settings(BaseSettings):
         """Paths derived from it (the SQLite URL, clouds.yaml) must not depend on the working directory."""
         return value.expanduser().resolve()
 
-    @field_validator("listen", "console_listen")
+    @field_validator("listen", "console_listen", "agent_metrics_listen")
     @classmethod
-    def _host_port(cls, value: str) -> str:
-        """Fail at start, not when the listener is bound."""
+    def _host_port(cls, value: str, info: ValidationInfo) -> str:
+        """Fail at start, not when the listener is bound (an empty agent_metrics_listen is off)."""
+        if value == "" and info.field_name == "agent_metrics_listen":
+            return value
         _host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or int(port) > 65535:
             raise ValueError("expected host:port, e.g. 127.0.0.1:8774")
@@ -507,7 +549,7 @@ memory_mb = 32768
 local_gb = 500
 boot_delay = 0
 # libvirt driver (see docs/libvirt.md): real QEMU guests. Replace the fake driver's lines
-# above with these. Guests' ports are on the libvirt network named network_name (above),
+# above with these. Guests' ports are on the libvirt network named guest_network_name (above),
 # whose subnet must be network_cidr; when it does not exist, novalite creates it isolated
 # (no NAT: guests reach only each other and this host) unless create_network = false.
 # name = "libvirt"

@@ -33,6 +33,7 @@ from novalite.runtime import ControllerRuntime, Runtime
 from novalite.scheduler.manager import SchedulerManager
 from novalite.store.flavors import ensure_default_flavors
 from novalite.store.identity import bootstrap_identity, set_password
+from novalite.store.networks import ensure_default_network
 
 log = get_logger("novalite.node")
 
@@ -87,6 +88,8 @@ class Node:
         migrated: list[str] = []
         if CONTROLLER_ROLES & set(self.roles):
             db = Database(settings.db_url, settings.database_pool_size)
+            if settings.count_sql_statements:
+                db.count_statements()
             self.rt = crt = ControllerRuntime(settings, bus, db=db, metrics=metrics)
             async with startup_lock(db):
                 migrated = await upgrade(
@@ -96,6 +99,7 @@ class Node:
                     generated, clouds, password_source = await self._bootstrap_identity(crt)
                     async with db.begin() as conn:
                         await ensure_default_flavors(conn)
+                        await ensure_default_network(conn, settings)  # devstack's `private` (issue 12)
             if "scheduler" in self.roles:
                 await self._start(SchedulerManager(crt))
             if "conductor" in self.roles:

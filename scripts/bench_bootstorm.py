@@ -103,6 +103,18 @@ class Api:
             raw = await resp.read()
             return resp.status, (json.loads(raw) if raw else None)
 
+    async def sql_statements(self) -> float | None:
+        """The server's SQL statement count so far (``novalite_db_statements_total``, kept when
+        the server runs with ``NOVALITE_COUNT_SQL_STATEMENTS=true``), or None."""
+        async with self.session.get(f"{self.base}/metrics") as resp:
+            if resp.status != 200:
+                return None
+            text = await resp.text()
+        values = [
+            float(line.split()[-1]) for line in text.splitlines() if line.startswith("novalite_db_statements_total")
+        ]
+        return sum(values) if values else None
+
     async def list_all(self, path: str) -> list[dict[str, Any]]:
         """Every server of a listing, following markers page by page."""
         servers: list[dict[str, Any]] = []
@@ -157,6 +169,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 assert status == 202, reply
                 sent[reply["server"]["id"]] = t0
 
+            sql0 = await api.sql_statements()
             cpu0 = sum(ps.cpu_times()[:2])
             t_start = time.time()
             await asyncio.gather(*(create(i) for i in range(args.servers)))
@@ -178,7 +191,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     raise RuntimeError(f"only {len(launched)} of {args.servers} ACTIVE after {args.timeout}s")
             t_all_active = max(launched.values())
             cpu1 = sum(ps.cpu_times()[:2])
+            sql1 = await api.sql_statements()
             latencies = [launched[sid] - sent[sid] for sid in launched]
+            if sql0 is not None and sql1 is not None:
+                # Includes the benchmark's own progress listings (a few per second).
+                results["sql_statements_per_boot"] = round((sql1 - sql0) / args.servers, 1)
             results.update(
                 errors=errors,
                 create_requests_per_s=round(args.servers / (t_created - t_start), 1),

@@ -13,6 +13,9 @@ Options (the ``[driver.libvirt]`` config section):
     (default ``/var/lib/novalite/instances``). Base images are cached in ``_base/`` below it.
 ``network``
     The libvirt network a port without ``network`` is attached to (default ``default``).
+``network_map``
+    novalite network name -> libvirt network name, for ports whose network is named
+    otherwise on the hypervisor (a name not in the map is the libvirt network's own).
 ``force_config_drive``
     Attach a config drive to every guest, not only to those that asked for one.
 ``shutdown_timeout``
@@ -71,6 +74,7 @@ from novalite_drivers.base import (
     InstanceNotFound,
     InvalidState,
     NotSupported,
+    Port,
     PowerState,
 )
 from novalite_drivers.libvirt import configdrive
@@ -223,6 +227,7 @@ class LibvirtDriver(ComputeDriver):
         self.virt_type: str = o.get("virt_type") or "qemu"
         self.instances_path: str = os.path.abspath(o.get("instances_path") or "/var/lib/novalite/instances")
         self.network: str | None = o.get("network") or "default"
+        self.network_map: dict[str, str] = dict(o.get("network_map") or {})
         self.force_config_drive: bool = _as_bool(o.get("force_config_drive", False))
         self.shutdown_timeout: float = float(o.get("shutdown_timeout", 60))
         self.reboot_timeout: float = float(o.get("reboot_timeout", self.shutdown_timeout))
@@ -625,7 +630,7 @@ class LibvirtDriver(ComputeDriver):
         nics = []
         named: set[str] = set()
         for port in instance.ports:
-            net = port.network or self.network
+            net = self._libvirt_network(port)
             if not net:
                 raise DriverError(f"port {port.mac} has no network and no default network is configured")
             if port.ip:
@@ -714,9 +719,15 @@ class LibvirtDriver(ComputeDriver):
             await self._call(f"cannot destroy instance {instance.uuid}", self._destroy_sync, instance)
         self._known_state.pop(instance.uuid, None)
 
+    def _libvirt_network(self, port: Port) -> str | None:
+        """The libvirt network ``port`` is attached to."""
+        if port.network:
+            return self.network_map.get(port.network, port.network)
+        return self.network
+
     def _destroy_sync(self, instance: Instance) -> None:
         conn = self._connection()
-        macs = {(p.mac.lower(), p.network or self.network or "") for p in instance.ports}
+        macs = {(p.mac.lower(), self._libvirt_network(p) or "") for p in instance.ports}
         try:
             dom = conn.lookupByUUIDString(instance.uuid)
         except libvirt.libvirtError as exc:
@@ -959,6 +970,68 @@ class LibvirtDriver(ComputeDriver):
             if state != PowerState.SUSPENDED:
                 raise InvalidState(f"cannot resume a guest in power state {state.name}")
             await self._call(what, dom.create)  # restores the managed save image
+
+    # -- images (issue 11) ------------------------------------------------------------------
+
+    async def snapshot(self, instance: Instance, target: str) -> str:
+        """``qemu-img convert`` of the root disk (with its backing chain) into one qcow2 file.
+
+        A running guest is paused for the copy (its disk is consistent and still while QEMU
+        holds it open; ``-U`` reads it without taking QEMU's lock) and resumed after, whatever
+        happens; a guest that is off or paused is copied as it is."""
+        async with self._operation(instance):
+            await self._call(f"cannot snapshot instance {instance.uuid}", self._snapshot_sync, instance, target)
+        return "qcow2"
+
+    def _snapshot_sync(self, instance: Instance, target: str) -> None:
+        dom = self._lookup(instance.uuid)
+        root = os.path.join(self._instance_dir(instance.uuid), "disk")
+        if not os.path.exists(root):
+            raise DriverError(f"instance {instance.uuid} has no root disk to snapshot")
+        paused = self._dom_state(dom) == PowerState.RUNNING
+        if paused:
+            dom.suspend()
+        try:
+            _run("qemu-img", "convert", "-U", "-q", "-f", "qcow2", "-O", "qcow2", root, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+            raise
+        finally:
+            if paused:
+                dom.resume()
+
+    async def rebuild(self, instance: Instance, preserve_ephemeral: bool = False) -> None:
+        """Undefine the domain, drop the root disk, config drive and kernel copies (and the
+        ephemeral disk unless ``preserve_ephemeral``), then build the guest again from
+        ``instance`` as a hard reboot of a lost domain does: what was kept is reused, the
+        rest (a root disk from the new image) is made anew."""
+        if instance.image is not None and not instance.image.path:
+            raise DriverError(f"cannot rebuild instance {instance.uuid}: its new image is not on this host")
+        cancelled = threading.Event()
+        async with self._operation(instance):
+            await self._call(
+                f"cannot rebuild instance {instance.uuid}", self._rebuild_sync, instance, preserve_ephemeral, cancelled
+            )
+
+    def _rebuild_sync(self, instance: Instance, preserve_ephemeral: bool, cancelled: threading.Event) -> None:
+        conn = self._connection()
+        dom = self._lookup(instance.uuid)
+        self._hard_stop(dom)
+        self._undefine(dom)
+        idir = self._instance_dir(instance.uuid)
+        doomed = ["disk", "disk.config", "kernel", "ramdisk"] + ([] if preserve_ephemeral else ["disk.eph0"])
+        for name in doomed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(idir, name))
+        try:
+            self._build(instance, conn, cancelled, reuse=True)
+        except BaseException:
+            # Cleanup duty: no domain left defined; the rest goes with destroy.
+            with contextlib.suppress(Exception):
+                self._hard_stop(self._lookup(instance.uuid))
+                self._undefine(self._lookup(instance.uuid))
+            raise
 
     # -- consoles ---------------------------------------------------------------------------
 

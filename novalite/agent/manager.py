@@ -26,6 +26,9 @@ from novalite_drivers.base import ComputeDriver, DriverError, Instance, Instance
 from novalite import states
 from novalite.agent.drivers import load_driver
 from novalite.agent.imagecache import Credentials, cache_dir, fetch_image, image_ids
+from novalite.agent.metrics import guest_counts, timed_driver
+from novalite.agent.moves import MoveOperations
+from novalite.agent.snapshots import ImageOperations
 from novalite.bus import BusError
 from novalite.bus.identity import is_controller
 from novalite.context import RequestContext
@@ -49,7 +52,7 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
-class ComputeAgent:
+class ComputeAgent(MoveOperations, ImageOperations):
     def __init__(
         self, rt: Runtime, host: str, driver: ComputeDriver | None = None, options: dict[str, Any] | None = None
     ) -> None:
@@ -58,7 +61,8 @@ class ComputeAgent:
         self.topic = f"compute.{host}"
         settings = rt.settings
         options = settings.driver_options if options is None else options
-        self.driver = driver or load_driver(settings.driver, host, options)
+        # Every driver call is timed here, once, for novalite_driver_call_duration_seconds.
+        self.driver = timed_driver(driver or load_driver(settings.driver, host, options), rt.metrics.agent)
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.conductor_timeout = settings.rpc_timeout
@@ -182,6 +186,8 @@ class ComputeAgent:
         Guests the database does not know are logged, never destroyed: they may be an
         operator's, or belong to a database restored from backup.
         """
+        # Servers evacuated away while this host was down: their old guests go first (issue 10).
+        await self.destroy_evacuated_guests(ctx)
         expected = await self._conductor(ctx, "instances_on_host", host=self.host)
         present = set(await self.driver.list_instances())
         known = {inst["uuid"] for inst in expected}
@@ -200,6 +206,8 @@ class ComputeAgent:
             if inst.get("task_state") == states.DELETING:
                 await self.terminate_instance(ctx, inst)
                 continue
+            if self.is_image_task(inst):
+                await self.image_task_interrupted(ctx, inst)  # issue 11: a snapshot/rebuild/shelve died with us
             if inst["vm_state"] == states.BUILDING:
                 # A build this agent died in: its message comes back (the broker redelivers
                 # what a dead consumer held; in one process the conductor re-sends it at
@@ -221,6 +229,7 @@ class ComputeAgent:
         for uuid in await self.driver.list_instances():
             with contextlib.suppress(DriverError):
                 power[uuid] = int(await self.driver.get_power_state(Instance(uuid=uuid, name="")))
+        self.rt.metrics.agent.observe_guests(self.host, guest_counts(power))
         await self._conductor(ctx, "sync_power_states", host=self.host, power_states=power)
 
     async def _on_lifecycle_event(self, uuid: str, state: PowerState) -> None:

@@ -16,9 +16,11 @@ from novalite_drivers.base import GuestNetwork
 
 from novalite.agent.drivers import driver_class
 from novalite.agent.manager import ComputeAgent
+from novalite.agent.metrics import AgentMetricsServer
 from novalite.bus import Bus, make_transport
 from novalite.config import Settings
 from novalite.log import get_logger
+from novalite.metrics import Metrics
 from novalite.runtime import Runtime
 
 log = get_logger("novalite.agent.node")
@@ -33,9 +35,18 @@ def compute_hosts(settings: Settings) -> list[str]:
 
 
 def driver_options(settings: Settings) -> dict[str, Any]:
-    """The driver's config section; ``network`` (where ports without one go) defaults to the
-    guest network, whose name every port carries anyway."""
-    return {"network": settings.network_name, **settings.driver_options}
+    """The driver's config section, plus where guests' ports go on the hypervisor: ``network``
+    (a port without one) and ``network_map`` (novalite's network name -> the hypervisor's),
+    so the built-in network ``network_name`` (``private``) is the hypervisor's
+    ``guest_network_name`` (``novalite``, as before the network service existed), or the
+    driver section's own ``network`` when it names one."""
+    guest = hypervisor_network(settings)
+    return {**settings.driver_options, "network": guest, "network_map": {settings.network_name: guest}}
+
+
+def hypervisor_network(settings: Settings) -> str:
+    """The hypervisor's network of the built-in network's ports."""
+    return str(settings.driver_options.get("network") or settings.guest_network_name)
 
 
 class ComputeHosts:
@@ -51,7 +62,7 @@ class ComputeHosts:
     async def start(self) -> None:
         settings = self.rt.settings
         options = driver_options(settings)
-        network = GuestNetwork(settings.network_name, settings.network_cidr)
+        network = GuestNetwork(hypervisor_network(settings), settings.network_cidr)
         prepare = driver_class(settings.driver).prepare_host
         self.guest_network = await asyncio.to_thread(prepare, options, network)
         for host in self.hosts:
@@ -76,13 +87,21 @@ class AgentNode:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.rt = Runtime(settings=settings, bus=Bus(make_transport(settings.transport_url)))
+        metrics = Metrics(controller=False)
+        bus = Bus(make_transport(settings.transport_url), metrics=metrics.bus)
+        self.rt = Runtime(settings=settings, bus=bus, metrics=metrics)
         self.compute = ComputeHosts(self.rt)
+        #: ``/metrics`` of this process (agent_metrics_listen), None when off.
+        self.metrics_server = AgentMetricsServer(settings, metrics) if settings.agent_metrics_listen else None
 
     async def start(self) -> None:
+        if self.metrics_server is not None:
+            await self.metrics_server.start()  # first: scrapable while the agent waits for a conductor
         await self.rt.bus.start()
         await self.compute.start()
 
     async def stop(self) -> None:
         await self.compute.stop()
         await self.rt.bus.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()

@@ -2,7 +2,8 @@
 
 The counters and histograms live in the runtime's registry (:mod:`novalite.metrics`);
 the per-host and per-service gauges are not kept in memory at all: each scrape reads
-services, compute nodes, placement usage and servers through the store, so whichever
+services, compute nodes, placement usage and servers through the store (and the
+connection pool's use from the engine), so whichever
 controller is scraped reports the same, current, database truth (and a host that went
 quiet shows as down rather than as its last reported value).
 
@@ -12,25 +13,27 @@ firewall the port, or turn it off with ``metrics_enabled = false``.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from novalite.api.http import Handler, runtime
-from novalite.metrics import Metrics
+from novalite.metrics import Metrics, address_allowed
 from novalite.servicegroup import is_up
 from novalite.store import hosts as hosts_store
 from novalite.store import placement
 from novalite.store.metrics import count_instances_by_vm_state
 from novalite.timeutil import utcnow
+
+if TYPE_CHECKING:  # the type only: the API reaches the engine through the runtime
+    from novalite.db.engine import PoolUsage
 
 #: The route label of a request that matched no route (never the raw path: no ids in labels).
 UNMATCHED = "unmatched"
@@ -83,16 +86,22 @@ class CloudState:
     servers: dict[str, int]
     now: datetime
     service_down_time: float
+    #: The connection pool as the scrape found it, before its own read took a connection.
+    pool: PoolUsage | None = None
+    #: SQL statements this process ran (only with ``count_sql_statements``), before this scrape's.
+    statements: int | None = None
 
 
 async def read_state(rt: Any) -> CloudState:
     """Services, compute nodes, placement usage and servers by state, in one read-only connection."""
+    pool = rt.db.pool_usage()
+    statements = rt.db.statements
     async with rt.db.connect() as conn:
         services = await hosts_store.list_services(conn)
         nodes = await hosts_store.list_compute_node_states(conn)
         usages = await placement.all_usages(conn)
         servers = await count_instances_by_vm_state(conn)
-    return CloudState(services, nodes, usages, servers, utcnow(), rt.settings.service_down_time)
+    return CloudState(services, nodes, usages, servers, utcnow(), rt.settings.service_down_time, pool, statements)
 
 
 class CloudCollector(Collector):
@@ -151,21 +160,39 @@ class CloudCollector(Collector):
         for vm_state, count in sorted(state.servers.items()):
             servers.add_metric([vm_state], count)
         yield servers
+        if state.pool is not None:
+            yield from pool_metrics(state.pool)
+        if state.statements is not None:
+            statements = CounterMetricFamily(
+                "novalite_db_statements",
+                "SQL statements this process ran (kept only with count_sql_statements, for benchmarks).",
+            )
+            statements.add_metric([], float(state.statements))
+            yield statements
 
 
-def _allowed(remote: str | None, networks: list[str]) -> bool:
-    """Whether a client address is in one of the allowed networks."""
-    try:
-        address = ipaddress.ip_address(remote or "")
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
+def pool_metrics(pool: PoolUsage) -> Iterator[Metric]:
+    """The database pool's gauges (a ``PoolUsage``), labelled by backend (sqlite, postgresql)."""
+    values = [pool.backend]
+    for name, doc, value in (
+        ("novalite_db_pool_size", "Connections the pool keeps (SQLite: its one connection).", pool.size),
+        ("novalite_db_pool_max_overflow", "Connections the pool may open beyond its size.", pool.max_overflow),
+        (
+            "novalite_db_pool_connections_checked_out",
+            "Connections in use by a transaction or read right now (not counting the scrape's own).",
+            pool.checked_out,
+        ),
+        ("novalite_db_pool_overflow", "Connections open beyond the pool's size right now.", pool.overflow),
+    ):
+        family = GaugeMetricFamily(name, doc, labels=["backend"])
+        family.add_metric(values, value)
+        yield family
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
     """The runtime's instruments followed by this scrape's read of the database."""
     rt = runtime(request)
-    if not _allowed(request.remote, rt.settings.metrics_allow_from):
+    if not address_allowed(request.remote, rt.settings.metrics_allow_from):
         # Answered here: /metrics sits on the root app, outside the APIs' error middleware.
         message = f"{request.remote} may not read the metrics (metrics_allow_from)"
         return web.json_response({"forbidden": {"code": 403, "message": message}}, status=403)

@@ -143,6 +143,25 @@ async def authenticate_image_ticket(request: web.Request) -> None:
     request["context"] = RequestContext(request_id=request["request_id"], project_id=project_id)
 
 
+async def authenticate_upload_ticket(request: web.Request) -> None:
+    """``PUT`` of an image's data with an upload ticket (issue 11: a compute host uploading the
+    snapshot it took): a context of the ticket's project, no user, no roles, or 401. The data
+    handler then lets it upload to that one image, which must belong to that project."""
+    rt = runtime(request)
+    image_id = request.match_info["image_id"]
+    try:
+        secret = await tickets.ticket_key(rt)
+        project_id = tickets.verify_upload_ticket(secret, request.headers[tickets.HEADER], image_id)
+    except tickets.ImageTicketError as exc:
+        log.warning("api.upload_ticket_refused", image_id=image_id, reason=str(exc))
+        raise Unauthorized(
+            f"The request you have made requires authentication: {exc}.",
+            headers={"WWW-Authenticate": f'Keystone uri="{rt.settings.public_base}/identity"'},
+        ) from None
+    request["context"] = RequestContext(request_id=request["request_id"], project_id=project_id)
+    request[tickets.UPLOAD_TICKET_KEY] = image_id
+
+
 def auth_middleware(public: Iterable[str]) -> Any:
     """Authenticate every request whose route is not in ``public`` (version documents).
 
@@ -160,6 +179,13 @@ def auth_middleware(public: Iterable[str]) -> Any:
             and "X-Auth-Token" not in request.headers
         ):
             await authenticate_image_ticket(request)
+        elif (
+            rel == IMAGE_TICKET_ROUTE
+            and request.method == "PUT"
+            and tickets.HEADER in request.headers
+            and "X-Auth-Token" not in request.headers
+        ):
+            await authenticate_upload_ticket(request)
         elif rel not in public_paths:
             await authenticate(request)
         return await handler(request)

@@ -22,6 +22,8 @@ from novalite import states
 from novalite.bus import CallTimeout, RemoteError
 from novalite.bus.identity import agent_host, is_controller, require_controller, require_host
 from novalite.conductor import reclaim
+from novalite.conductor.moves import MoveTasks
+from novalite.conductor.snapshots import ImageTasks
 from novalite.context import RequestContext
 from novalite.identity import tickets
 from novalite.log import bind_request_id, get_logger
@@ -41,7 +43,7 @@ SCHEDULING_TIMED_OUT = "Scheduling timed out: no scheduler answered."
 AGENT_WRITABLE = {"vm_state", "task_state", "power_state", "launched_at", "terminated_at", "progress"}
 
 
-class ConductorManager:
+class ConductorManager(MoveTasks, ImageTasks):
     topic = "conductor"
 
     def __init__(self, rt: ControllerRuntime) -> None:
@@ -61,10 +63,13 @@ class ConductorManager:
             ctx = RequestContext.admin()
             with bind_request_id(ctx.request_id):
                 await self.recover_builds(ctx)
+                await self.recover_moves(ctx)  # issue 10: resizes, migrations, evacuations
         self._periodic = [
             asyncio.create_task(self._report_loop()),
             asyncio.create_task(self._build_watchdog()),
             asyncio.create_task(reclaim.reclaim_loop(self.rt)),
+            asyncio.create_task(self._confirm_resizes_loop()),
+            asyncio.create_task(self.offload_shelved_loop()),  # issue 11: shelved_offload_time > 0
         ]
 
     async def stop(self) -> None:
@@ -491,7 +496,15 @@ class ConductorManager:
             launched = changes.get("launched_at")
             seconds = (launched - action_started).total_seconds() if launched and action_started else None
             self.rt.metrics.observe_build("active", seconds)
+        if event:
+            self._count_action(event)
         return changed
+
+    def _count_action(self, event: dict[str, Any]) -> None:
+        """novalite_server_actions_total and its duration, from the event's start on the host."""
+        start = parse_iso(event["start_time"]) if event.get("start_time") else None
+        seconds = (utcnow() - start).total_seconds() if start else None
+        self.rt.metrics.observe_server_action(event["event"], event.get("result"), seconds)
 
     async def instance_destroyed(self, ctx: RequestContext, instance_uuid: str, host: str) -> None:
         """The agent removed the guest: free its resources and mark the instance deleted."""
@@ -502,7 +515,7 @@ class ConductorManager:
                 log.warning("conductor.destroyed_elsewhere", instance=instance_uuid, host=host)
                 return
             await records.finalize_delete(conn, instance_uuid)
-            await actions.record_event(
+            deleting_since = await actions.record_event(
                 conn,
                 instance_uuid,
                 ctx.request_id,
@@ -512,6 +525,9 @@ class ConductorManager:
                 host=host,
             )
             await actions.finish_action(conn, instance_uuid, ctx.request_id)
+        # The agent reports no start of its destroy: a delete is timed from its request.
+        seconds = (utcnow() - deleting_since).total_seconds() if deleting_since else None
+        self.rt.metrics.observe_server_action("compute_terminate_instance", "Success", seconds)
 
     async def image_tickets(self, ctx: RequestContext, instance_uuid: str, host: str) -> dict[str, str]:
         """Download tickets for the images an instance on ``host`` boots from (its image, kernel,

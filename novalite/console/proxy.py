@@ -262,6 +262,7 @@ class ConsoleRequestHandler(ProxyRequestHandler):  # type: ignore[misc]  # webso
             self.target = proxy.run(proxy.authorize(token))
         except Refused as exc:
             log.info("console.refused", reason=exc.reason, client=self.client_address[0])
+            proxy.rt.metrics.console_sessions.labels(outcome="refused").inc()
             self.send_error(exc.status, exc.reason)
             return
         super().handle_upgrade()
@@ -276,6 +277,7 @@ class ConsoleRequestHandler(ProxyRequestHandler):  # type: ignore[misc]  # webso
             tsock = socket.create_connection((host, port), timeout=10)
         except OSError as exc:
             log.warning("console.vnc_unreachable", host=host, port=port, error=str(exc))
+            self.server.proxy.rt.metrics.console_sessions.labels(outcome="vnc_unreachable").inc()
             raise self.CClose(1011, "Failed to connect to the VNC server") from None
         tsock.settimeout(None)
         tsock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -285,9 +287,13 @@ class ConsoleRequestHandler(ProxyRequestHandler):  # type: ignore[misc]  # webso
         proxy = self.server.proxy
         proxy.track(tsock)
         log.info("console.connected", host=host, port=port, client=self.client_address[0])
+        metrics = proxy.rt.metrics
+        metrics.console_sessions.labels(outcome="connected").inc()
+        metrics.console_sessions_open.inc()  # prometheus-client's instruments are thread-safe
         try:
             self.do_proxy(tsock)
         finally:
+            metrics.console_sessions_open.dec()
             proxy.untrack(tsock)
             with contextlib.suppress(OSError):
                 tsock.shutdown(socket.SHUT_RDWR)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -87,6 +88,17 @@ def signal_after_commit(conn: Any, name: str) -> None:
 Connection: TypeAlias = AsyncConnection | InlineConnection
 
 
+@dataclass(frozen=True)
+class PoolUsage:
+    """A database pool's use at one moment: ``overflow`` connections are open beyond ``size``."""
+
+    backend: str
+    size: int
+    max_overflow: int
+    checked_out: int
+    overflow: int
+
+
 class Database:
     """Owns the engine. ``begin()`` is a transaction; ``connect()`` is for reads."""
 
@@ -96,6 +108,8 @@ class Database:
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self._lock = asyncio.Lock()
         self._listeners: dict[str, list[Callable[[], None]]] = {}
+        #: SQL statements run since :meth:`count_statements` (None: not counted).
+        self.statements: int | None = None
         if self.is_sqlite:
             memory = not parsed.database or parsed.database == ":memory:"
             if parsed.database and not memory:
@@ -118,6 +132,31 @@ class Database:
                 json_serializer=_json_dumps,
                 json_deserializer=orjson.loads,
             )
+
+    def count_statements(self) -> None:
+        """Count every statement run from now on in :attr:`statements` (``count_sql_statements``:
+        how many statements a boot costs is one of the benchmarks' figures)."""
+        engine = self.sync_engine if self.is_sqlite else self.engine.sync_engine
+        self.statements = 0
+
+        def counted(*_: Any) -> None:
+            self.statements = (self.statements or 0) + 1
+
+        event.listen(engine, "before_cursor_execute", counted)
+
+    def pool_usage(self) -> PoolUsage:
+        """The connection pool now (for ``/metrics``): SQLite's one connection is checked out
+        while a transaction or read holds the lock; PostgreSQL's pool counts its own."""
+        if self.is_sqlite:
+            return PoolUsage("sqlite", size=1, max_overflow=0, checked_out=int(self._lock.locked()), overflow=0)
+        pool: Any = self.engine.pool
+        return PoolUsage(
+            "postgresql",
+            size=int(pool.size()),
+            max_overflow=int(getattr(pool, "_max_overflow", 0)),
+            checked_out=int(pool.checkedout()),
+            overflow=max(0, int(pool.overflow())),
+        )
 
     def on_commit(self, name: str, listener: Callable[[], None]) -> None:
         """Call ``listener`` after each commit of a transaction that raised signal ``name``."""

@@ -11,6 +11,8 @@ Groups:
   actions, action events), ports, console_auth_tokens, quotas
 * hosts and placement: services, compute_nodes, resource_providers, inventories,
   allocations — claims are atomic through the provider ``generation``
+* network (issue 12, at the end): networks, subnets, port_ips (fixed IPs, UNIQUE per
+  subnet), security_groups, default_security_groups, security_group_rules; ``ports`` is shared
 """
 
 from __future__ import annotations
@@ -235,6 +237,12 @@ instances = Table(
     # messages about a build carry it, so a stale one (an earlier attempt's, redelivered
     # or delayed) is recognized and changes nothing.
     Column("build_attempt", Integer, nullable=False, server_default="0"),
+    # Nova's system_metadata: what an action must remember about the server across its steps
+    # (shelved_image_id, shelved_at, old_vm_state, ...); None reads as {}.
+    Column("system_metadata", JSON),
+    # A resize's flavors while it waits for confirm or revert (None otherwise).
+    Column("old_flavor", JSON),
+    Column("new_flavor", JSON),
     ts("launched_at"),
     ts("terminated_at"),
     ts("created_at", False),
@@ -301,11 +309,26 @@ ports = Table(
     metadata,
     Column("id", String(36), primary_key=True),
     Column("instance_uuid", String(36), ForeignKey("instances.uuid", ondelete="CASCADE"), index=True),
-    Column("network", String(255), nullable=False),
+    Column("network", String(255), nullable=False),  # the network's name (the servers' views group by it)
     Column("mac", String(17), nullable=False, unique=True),
-    Column("ip", String(39)),
+    Column("ip", String(39)),  # the first fixed IP (port_ips holds them all, uniquely)
     ts("created_at", False),
-    UniqueConstraint("network", "ip"),
+    # Neutron's attributes (issue 12, migration 0005); the network API owns them.
+    Column("network_id", String(36), ForeignKey("networks.id"), index=True),
+    Column("project_id", String(64), index=True),
+    Column("name", String(255), nullable=False, server_default=""),
+    Column("description", String(255), nullable=False, server_default=""),
+    Column("device_id", String(255), nullable=False, server_default=""),
+    Column("device_owner", String(255), nullable=False, server_default=""),
+    Column("binding_host_id", String(255), nullable=False, server_default=""),
+    Column("admin_state_up", Boolean, nullable=False, server_default="1"),
+    Column("status", String(16), nullable=False, server_default="DOWN"),
+    Column("port_security_enabled", Boolean, nullable=False, server_default="1"),
+    Column("security_groups", JSON),
+    Column("allowed_address_pairs", JSON),
+    Column("tags", JSON),
+    ts("updated_at"),
+    Column("revision_number", Integer, nullable=False, server_default="0"),
 )
 
 console_auth_tokens = Table(
@@ -423,4 +446,141 @@ cloud_secrets = Table(
     Column("name", String(64), primary_key=True),
     Column("value", Text, nullable=False),
     ts("created_at", False),
+)
+
+#: One row per move of a server (resize, cold or live migration, evacuation), as Nova's
+#: ``migrations`` table: the API lists them (``/os-migrations``, ``/servers/{id}/migrations``)
+#: and, while a move is under way, the row's uuid is the placement consumer that holds the
+#: source host's resources, so a revert always finds its room still there.
+migrations = Table(
+    "migrations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("instance_uuid", String(36), nullable=False),
+    Column("migration_type", String(16), nullable=False),  # resize | migration | live-migration | evacuation
+    Column("status", String(32), nullable=False),
+    Column("source_compute", String(255)),
+    Column("source_node", String(255)),
+    Column("dest_compute", String(255)),
+    Column("dest_node", String(255)),
+    Column("dest_host", String(255)),
+    Column("old_flavor", JSON),
+    Column("new_flavor", JSON),
+    Column("user_id", String(64)),
+    Column("project_id", String(64)),
+    Column("memory_total", Integer),
+    Column("memory_processed", Integer),
+    Column("memory_remaining", Integer),
+    Column("disk_total", Integer),
+    Column("disk_processed", Integer),
+    Column("disk_remaining", Integer),
+    ts("created_at", False),
+    ts("updated_at"),
+    Column("deleted", Boolean, nullable=False, server_default="0"),
+    Index(None, "instance_uuid", "created_at"),
+)
+
+# -- network (issue 12: a Neutron v2.0 subset) -------------------------------------------
+#: Neutron's networks; provider attributes are set by admins only. ``tags`` is a JSON list.
+networks = Table(
+    "networks",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(255), nullable=False, server_default=""),
+    Column("project_id", String(64), index=True),
+    Column("shared", Boolean, nullable=False, server_default="0"),
+    Column("admin_state_up", Boolean, nullable=False, server_default="1"),
+    Column("mtu", Integer, nullable=False, server_default="1500"),
+    Column("port_security_enabled", Boolean, nullable=False, server_default="1"),
+    Column("router_external", Boolean, nullable=False, server_default="0"),
+    Column("provider_network_type", String(16)),
+    Column("provider_physical_network", String(64)),
+    Column("provider_segmentation_id", Integer),
+    Column("status", String(16), nullable=False, server_default="ACTIVE"),
+    Column("description", String(255), nullable=False, server_default=""),
+    ts("created_at", False),
+    ts("updated_at"),
+    Column("revision_number", Integer, nullable=False, server_default="0"),
+    Column("tags", JSON),
+    # One VXLAN per VNI, one flat network per physical network (NULLs never collide).
+    UniqueConstraint("provider_network_type", "provider_segmentation_id"),
+    UniqueConstraint("provider_network_type", "provider_physical_network"),
+)
+
+subnets = Table(
+    "subnets",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("network_id", String(36), ForeignKey("networks.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("project_id", String(64), index=True),
+    Column("name", String(255), nullable=False, server_default=""),
+    Column("description", String(255), nullable=False, server_default=""),
+    Column("ip_version", Integer, nullable=False),
+    Column("cidr", String(64), nullable=False),
+    Column("gateway_ip", String(64)),
+    Column("allocation_pools", JSON),
+    Column("dns_nameservers", JSON),
+    Column("host_routes", JSON),
+    Column("enable_dhcp", Boolean, nullable=False, server_default="1"),
+    Column("ipv6_ra_mode", String(16)),
+    Column("ipv6_address_mode", String(16)),
+    ts("created_at", False),
+    ts("updated_at"),
+    Column("revision_number", Integer, nullable=False, server_default="0"),
+    Column("tags", JSON),
+)
+
+#: One row per fixed IP of a port: the UNIQUE (subnet_id, ip_address) makes two concurrent
+#: allocations of one address impossible (the second insert fails and tries the next).
+port_ips = Table(
+    "port_ips",
+    metadata,
+    Column("port_id", String(36), ForeignKey("ports.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("subnet_id", String(36), ForeignKey("subnets.id", ondelete="CASCADE"), nullable=False),
+    Column("ip_address", String(64), nullable=False),
+    UniqueConstraint("subnet_id", "ip_address"),
+)
+
+security_groups = Table(
+    "security_groups",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(64), index=True),
+    Column("name", String(255), nullable=False, server_default=""),
+    Column("description", String(255), nullable=False, server_default=""),
+    Column("stateful", Boolean, nullable=False, server_default="1"),
+    ts("created_at", False),
+    ts("updated_at"),
+    Column("revision_number", Integer, nullable=False, server_default="0"),
+    Column("tags", JSON),
+)
+
+#: Each project's ``default`` group, created on first use; the primary key makes two
+#: concurrent first uses agree on one group (as Neutron's ``default_security_group`` table).
+default_security_groups = Table(
+    "default_security_groups",
+    metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("security_group_id", String(36), ForeignKey("security_groups.id", ondelete="CASCADE"), nullable=False),
+)
+
+security_group_rules = Table(
+    "security_group_rules",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("security_group_id", String(36), ForeignKey("security_groups.id", ondelete="CASCADE"), nullable=False),
+    Column("project_id", String(64)),
+    Column("direction", String(8), nullable=False),
+    Column("ethertype", String(8), nullable=False),
+    Column("protocol", String(40)),
+    Column("port_range_min", Integer),
+    Column("port_range_max", Integer),
+    Column("remote_ip_prefix", String(64)),
+    Column("remote_group_id", String(36), ForeignKey("security_groups.id", ondelete="CASCADE")),
+    Column("description", String(255), nullable=False, server_default=""),
+    ts("created_at", False),
+    ts("updated_at"),
+    Column("revision_number", Integer, nullable=False, server_default="0"),
+    Index(None, "security_group_id"),
 )

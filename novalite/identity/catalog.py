@@ -46,6 +46,7 @@ SERVICES: tuple[Service, ...] = tuple(
         ("identity", "keystone", "Identity (Keystone v3)", "/identity"),
         ("compute", "nova", "Compute (Nova v2.1)", "/compute/v2.1"),
         ("image", "glance", "Image (Glance v2)", "/image"),
+        ("network", "neutron", "Network (Neutron v2.0)", "/network"),
     )
 )
 

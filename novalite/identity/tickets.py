@@ -68,7 +68,9 @@ def _sign(secret: bytes, signed: str) -> str:
     return _b64encode(hmac.new(secret, signed.encode("ascii"), hashlib.sha256).digest())
 
 
-def mint_image_ticket(secret: bytes, image_id: str, project_id: str, ttl: float, *, now: float | None = None) -> str:
+def mint_image_ticket(
+    secret: bytes, image_id: str, project_id: str, ttl: float, *, now: float | None = None, prefix: str = PREFIX
+) -> str:
     """A ticket letting ``project_id`` download ``image_id`` for ``ttl`` seconds from ``now``.
 
     ``now`` (Unix seconds, default the current time) exists for tests and for callers that
@@ -82,12 +84,15 @@ def mint_image_ticket(secret: bytes, image_id: str, project_id: str, ttl: float,
         raise ValueError(f"an image ticket's ttl must be positive, not {ttl!r}")
     expiry = round((time.time() if now is None else now) + ttl, 3)
     body = json.dumps({"i": image_id, "p": project_id, "e": expiry}, separators=(",", ":"), sort_keys=True)
-    signed = f"{PREFIX}.{_b64encode(body.encode())}"
+    signed = f"{prefix}.{_b64encode(body.encode())}"
     return f"{signed}.{_sign(secret, signed)}"
 
 
-def verify_image_ticket(secret: bytes, ticket: str, image_id: str, *, now: float | None = None) -> str:
-    """The project a valid ``ticket`` for ``image_id`` was minted for.
+def verify_image_ticket(
+    secret: bytes, ticket: str, image_id: str, *, now: float | None = None, prefix: str = PREFIX
+) -> str:
+    """The project a valid ``ticket`` for ``image_id`` was minted for (``prefix``: which kind
+    of ticket is accepted, a download ticket by default).
 
     Raises :class:`ImageTicketInvalid` (malformed or bad signature),
     :class:`ImageTicketExpired` or :class:`ImageTicketWrongImage` — all
@@ -97,7 +102,7 @@ def verify_image_ticket(secret: bytes, ticket: str, image_id: str, *, now: float
     if not ticket or len(ticket) > MAX_TICKET_LEN:
         raise ImageTicketInvalid("the image ticket is empty or too long")
     parts = ticket.split(".")
-    if len(parts) != 3 or parts[0] != PREFIX:
+    if len(parts) != 3 or parts[0] != prefix:
         raise ImageTicketInvalid("the image ticket is malformed")
     signed = f"{parts[0]}.{parts[1]}"
     # Header values may hold any character: compare bytes, in constant time.
@@ -124,6 +129,30 @@ def verify_image_ticket(secret: bytes, ticket: str, image_id: str, *, now: float
     if ticket_image != image_id:
         raise ImageTicketWrongImage("the image ticket is for another image")
     return project
+
+
+# -- upload tickets (issue 11) --------------------------------------------------------------
+
+#: The tag of an upload ticket: "project P may PUT the data of image I until T", what a compute
+#: host gets to upload a snapshot it took. Another tag than a download ticket's, inside the
+#: signed text, so neither kind of ticket can ever pass as the other.
+UPLOAD_PREFIX = "nut1"
+
+
+#: The request key under which the API marks a request authenticated by an upload ticket
+#: (its value: the one image the ticket opens).
+UPLOAD_TICKET_KEY = "image_upload_ticket"
+
+
+def mint_upload_ticket(secret: bytes, image_id: str, project_id: str, ttl: float, *, now: float | None = None) -> str:
+    """A ticket letting ``project_id`` upload the data of ``image_id`` (``PUT .../file``) only."""
+    return mint_image_ticket(secret, image_id, project_id, ttl, now=now, prefix=UPLOAD_PREFIX)
+
+
+def verify_upload_ticket(secret: bytes, ticket: str, image_id: str, *, now: float | None = None) -> str:
+    """The project a valid upload ``ticket`` for ``image_id`` was minted for; raises as
+    :func:`verify_image_ticket` (a download ticket is :class:`ImageTicketInvalid` here)."""
+    return verify_image_ticket(secret, ticket, image_id, now=now, prefix=UPLOAD_PREFIX)
 
 
 #: The name of the ticket key in ``cloud_secrets``.

@@ -175,6 +175,24 @@ async def delete_image(conn: Connection, image_id: str) -> None:
     await conn.execute(t.images.delete().where(t.images.c.id == image_id))
 
 
+async def instance_images(
+    conn: Connection, instance_uuid: str, owner: str | None, image_type: str, backup_type: str | None = None
+) -> list[dict[str, Any]]:
+    """The images of ``image_type`` made of one instance (its backups of ``backup_type``), newest
+    first: what a backup's rotation counts (issue 11). Filtered on the properties in Python,
+    among the owner's images, so SQLite and PostgreSQL need no JSON operators."""
+    query = sa.select(t.images).where(t.images.c.owner == owner).order_by(t.images.c.created_at.desc())
+    found: list[dict[str, Any]] = []
+    for row in await conn.execute(query):
+        props = row.properties or {}
+        if props.get("instance_uuid") != instance_uuid or props.get("image_type") != image_type:
+            continue
+        if backup_type is not None and props.get("backup_type") != backup_type:
+            continue
+        found.append(row_to_dict(row))
+    return found
+
+
 # -- listing ----------------------------------------------------------------------------
 
 _SORT_COLUMNS: dict[str, Any] = {

@@ -307,3 +307,78 @@ async def release(conn: Connection, consumer_uuid: str) -> None:
         return
     await conn.execute(_DELETE_CONSUMER, {"c": consumer_uuid})
     await conn.execute(_BUMP_ALL, {"ps": providers})
+
+
+# -- moving servers (issue 10) --------------------------------------------------------------
+
+_CONSUMER_ROWS = sa.select(t.allocations.c.id, t.allocations.c.provider_uuid).where(
+    t.allocations.c.consumer_uuid == sa.bindparam("c")
+)
+
+
+_BUMP_ONE = (
+    t.resource_providers.update()
+    .where(t.resource_providers.c.uuid == sa.bindparam("p"))
+    .values(generation=t.resource_providers.c.generation + 1)
+)
+
+
+async def _bump_in_order(conn: Connection, providers: set[str]) -> None:
+    """Bump each provider's generation, one by one in uuid order: two moves between the same
+    two hosts in opposite directions then lock them in the same order (no deadlock on PostgreSQL)."""
+    for provider in sorted(providers):
+        await conn.execute(_BUMP_ONE, {"p": provider})
+
+
+async def _reown(conn: Connection, ids: list[int], consumer_uuid: str) -> None:
+    if ids:
+        await conn.execute(
+            t.allocations.update().where(t.allocations.c.id.in_(ids)).values(consumer_uuid=consumer_uuid)
+        )
+
+
+async def swap_for_move(conn: Connection, instance_uuid: str, migration_uuid: str) -> bool:
+    """Start a move, in the caller's transaction: what the instance holds (the source host,
+    old flavor) is re-owned by the migration, and what the migration was given by the
+    scheduler's claim (the destination, new flavor) by the instance — Placement's "move
+    allocations", both ways at once.
+
+    No provider's usage changes (the destination was claimed, generation-checked, before),
+    so a concurrent boot can never take the room a revert needs; the generations are
+    bumped all the same, as any allocation write does. False (nothing changed) if the
+    migration holds nothing: its claim is gone.
+    """
+    mine = list(await conn.execute(_CONSUMER_ROWS, {"c": instance_uuid}))
+    claimed = list(await conn.execute(_CONSUMER_ROWS, {"c": migration_uuid}))
+    if not claimed:
+        return False
+    await _reown(conn, [r.id for r in mine], migration_uuid)
+    await _reown(conn, [r.id for r in claimed], instance_uuid)
+    await _bump_in_order(conn, {r.provider_uuid for r in [*mine, *claimed]})
+    return True
+
+
+async def revert_move(conn: Connection, instance_uuid: str, migration_uuid: str) -> None:
+    """Undo :func:`swap_for_move`, in the caller's transaction: what the instance holds (the
+    destination) is freed and what the migration holds (the source) is the instance's again.
+    A revert, or a move that failed before the destination had the guest."""
+    mine = list(await conn.execute(_CONSUMER_ROWS, {"c": instance_uuid}))
+    held = list(await conn.execute(_CONSUMER_ROWS, {"c": migration_uuid}))
+    if not held:
+        return  # nothing to give back: keep what the instance holds rather than free it all
+    await conn.execute(_DELETE_CONSUMER, {"c": instance_uuid})
+    await _reown(conn, [r.id for r in held], instance_uuid)
+    await _bump_in_order(conn, {r.provider_uuid for r in [*mine, *held]})
+
+
+async def consumer_allocations(conn: Connection, consumer_uuid: str) -> dict[str, dict[str, int]]:
+    """What one consumer holds: ``{provider_uuid: {resource_class: used}}``."""
+    rows = await conn.execute(
+        sa.select(t.allocations.c.provider_uuid, t.allocations.c.resource_class, t.allocations.c.used).where(
+            t.allocations.c.consumer_uuid == consumer_uuid
+        )
+    )
+    held: dict[str, dict[str, int]] = {}
+    for r in rows:
+        held.setdefault(r.provider_uuid, {})[r.resource_class] = int(r.used)
+    return held

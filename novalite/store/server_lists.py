@@ -51,7 +51,7 @@ class ServerFilters:
     changes_since: datetime | None = None
     changes_before: datetime | None = None
     vm_state: str | None = None
-    task_state: str | None = None
+    task_state: str | tuple[str, ...] | None = None  # a tuple: any of them (status REBUILD)
     name: str | None = None  # a regex, as in Nova
     image_ref: str | None = None
     flavorid: str | None = None
@@ -83,7 +83,9 @@ def _filtered(filters: ServerFilters) -> sa.Select[Any]:
         query = query.where(c.deleted.is_(filters.deleted))
     if filters.vm_state:
         query = query.where(c.vm_state == filters.vm_state)
-    if filters.task_state:
+    if isinstance(filters.task_state, tuple):
+        query = query.where(c.task_state.in_(filters.task_state))
+    elif filters.task_state:
         query = query.where(c.task_state == filters.task_state)
     if filters.name is not None:
         if _PLAIN_NAME.fullmatch(filters.name):

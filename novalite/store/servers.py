@@ -24,6 +24,7 @@ from novalite.db import schema as t
 from novalite.errors import Invalid, NotFound, QuotaExceeded
 from novalite.servicegroup import is_up
 from novalite.store import actions, hosts, placement
+from novalite.store.migrations import release_for_deleted_instance
 from novalite.store.network import allocate_port
 from novalite.store.quotas import instances_that_fit, limits_for, lock_project_usage, quota_overs, usage_for
 from novalite.timeutil import utcnow
@@ -303,6 +304,7 @@ async def finalize_delete(conn: Connection, instance_uuid: str) -> None:
         updated_at=now,
     )
     await placement.release(conn, instance_uuid)
+    await release_for_deleted_instance(conn, instance_uuid)  # a move's claims (issue 10)
     await conn.execute(t.ports.delete().where(t.ports.c.instance_uuid == instance_uuid))
     await conn.execute(t.console_auth_tokens.delete().where(t.console_auth_tokens.c.instance_uuid == instance_uuid))
 

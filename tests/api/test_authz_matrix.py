@@ -155,6 +155,10 @@ GRANTEE = {"user_id": "{grantee_id}", "role_id": "{member_role_id}"}
 SHARED = {"image_id": "{shared_image_id}"}
 PUBLIC_ALPHA = {"image_id": "{public_alpha_image_id}"}
 COMPUTE_SERVICE = {"ident": "{compute_service_id}"}
+N = "/network/v2.0"
+NETWORK = N + "/networks/{network_id}"
+TAGS = N + "/{resource}/{id}/tags"
+NET_TAGS = {"resource": "networks", "id": "{network_id}"}
 NEW_SERVER = {
     "server": {"name": "made-by-caller", "imageRef": "{public_image_id}", "flavorRef": "1", "networks": "none"}
 }
@@ -189,6 +193,12 @@ TABLE: list[Row] = [
     # carries counts and host names — an operator's view, by design — and no project's data.
     Row("GET", "/metrics",                                        200, 200, 200, 200, 200, 200,
         operator_view=True),
+    # The dashboard's static files: the page logs in with the public APIs, so it holds no data.
+    Row("GET", "/dashboard",                                      200, 200, 200, 200, 200, 200),
+    Row("GET", "/dashboard/",                                     200, 200, 200, 200, 200, 200),
+    Row("GET", "/dashboard/index.html",                           200, 200, 200, 200, 200, 200),
+    Row("GET", "/dashboard/{name}",                               200, 200, 200, 200, 200, 200,
+        args={"name": "app.js"}),
     # -- Keystone: discovery and tokens -----------------------------------------------------
     Row("GET", "/identity",                                       300, 300, 300, 300, 300, 300),
     Row("GET", "/identity/",                                      300, 300, 300, 300, 300, 300),
@@ -316,6 +326,35 @@ TABLE: list[Row] = [
         body={"restore": None}, fresh="soft_deleted_server"),
     Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
         body={"forceDelete": None}, fresh="soft_deleted_server"),
+    # Moves (issue 10). resize: project member or admin; confirm/revert need a resized server (409
+    # on this one); migrate, live migrate and evacuate: admin, the server looked up first (404 to
+    # beta); evacuating from a host that is up is refused (400, as Nova maps ComputeServiceInUse).
+    Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
+        body={"resize": {"flavorRef": "2"}}, fresh="server"),
+    Row("POST", ACTION,                                           401, 403, 409, 409, 404, 409,
+        body={"confirmResize": None}),
+    Row("POST", ACTION,                                           401, 403, 409, 409, 404, 409,
+        body={"revertResize": None}),
+    Row("POST", ACTION,                                           401, 403, 403, 403, 404, 202,
+        body={"migrate": None}, fresh="server"),
+    Row("POST", ACTION,                                           401, 403, 403, 403, 404, 202,
+        body={"os-migrateLive": {"host": None, "block_migration": "auto"}}, mv="2.25", fresh="server"),
+    Row("POST", ACTION,                                           401, 403, 403, 403, 404, 400,
+        body={"evacuate": {}}, mv="2.29"),
+    # Copies and renewals (issue 11): project member or admin; shelveOffload is admin.
+    Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
+        body={"createImage": {"name": "made-by-caller"}}, mv="2.45", fresh="server"),
+    Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
+        body={"createBackup": {"name": "made-by-caller", "backup_type": "daily", "rotation": 1}},
+        mv="2.45", fresh="server"),
+    Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
+        body={"rebuild": {"imageRef": "{image_id}"}}, fresh="server"),
+    Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
+        body={"shelve": None}, fresh="server"),
+    Row("POST", ACTION,                                           401, 403, 403, 403, 404, 409,
+        body={"shelveOffload": None}),
+    Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
+        body={"unshelve": None}, fresh="shelved_server"),
     # The console log may hold secrets: member or admin (a reader may not).
     Row("POST", ACTION,                                           401, 403, 200, 200, 404, 200,
         body={"os-getConsoleOutput": {}}),
@@ -336,6 +375,16 @@ TABLE: list[Row] = [
     Row("DELETE", SERVER + "/metadata/{key}",                     401, 403, 204, 204, 404, 204, fresh="metadata_key"),
     Row("GET", SERVER + "/os-instance-actions",                   401, 200, 200, 200, 404, 200),
     Row("GET", SERVER + "/os-instance-actions/{request_id}",      401, 200, 200, 200, 404, 200),
+    # Moves (issue 10): the server first (404 to another project), then admin only, as Nova.
+    # No live migration runs in this world: the admin meets "no such migration" or the state check.
+    Row("GET", SERVER + "/migrations",                            401, 403, 403, 403, 404, 200, mv="2.80"),
+    Row("GET", SERVER + "/migrations/{migration_id}",             401, 403, 403, 403, 404, 404, mv="2.80",
+        args={"migration_id": "42"}),
+    Row("DELETE", SERVER + "/migrations/{migration_id}",          401, 403, 403, 403, 404, 409, mv="2.80",
+        args={"migration_id": "42"}),
+    Row("POST", SERVER + "/migrations/{migration_id}/action",     401, 403, 403, 403, 404, 409, mv="2.80",
+        args={"migration_id": "42"}, body={"force_complete": None}),
+    Row("GET", C + "/os-migrations",                              401, 403, 403, 403, 403, 200, mv="2.80"),
     # -- Nova: flavors (anyone reads what it may see; alpha's private flavor is 404 to beta) ---
     Row("GET", C + "/flavors",                                    401, 200, 200, 200, 200, 200),
     Row("GET", C + "/flavors/detail",                             401, 200, 200, 200, 200, 200),
@@ -475,6 +524,81 @@ TABLE: list[Row] = [
         body={"status": "accepted"}, args=SHARED),
     Row("DELETE", G + "/images/{image_id}/members/{member_id}",   401, 403, 204, 204, 404, 204,
         args=SHARED, fresh="image_member"),
+    # -- Neutron (issue 12): discovery public; project reader reads, member changes; others: 404 --
+    Row("GET", "/network",                                        200, 200, 200, 200, 200, 200),
+    Row("GET", "/network/",                                       200, 200, 200, 200, 200, 200),
+    Row("GET", N,                                                 200, 200, 200, 200, 200, 200),
+    Row("GET", N + "/",                                           200, 200, 200, 200, 200, 200),
+    Row("GET", N + "/extensions",                                 401, 200, 200, 200, 200, 200),
+    Row("GET", N + "/extensions/{alias}",                         401, 200, 200, 200, 200, 200,
+        args={"alias": "quotas"}),
+    Row("GET", N + "/networks",                                   401, 200, 200, 200, 200, 200),
+    Row("POST", N + "/networks",                                  401, 403, 201, 201, 201, 201,
+        body={"network": {"name": "made-by-caller"}}),
+    # Provider attributes and shared networks are the admin's.
+    Row("POST", N + "/networks",                                  401, 403, 403, 403, 403, 201,
+        body={"network": {"name": "made-by-caller", "provider:network_type": "local"}}, label="provider"),
+    Row("GET", NETWORK,                                           401, 200, 200, 200, 404, 200),
+    Row("GET", NETWORK,                                           401, 200, 200, 200, 200, 200,
+        args={"network_id": "{private_network_id}"}, label="the shared private network"),
+    Row("PUT", NETWORK,                                           401, 403, 200, 200, 404, 200,
+        body={"network": {"name": SECRET + "-net"}}),
+    Row("PUT", NETWORK,                                           401, 403, 403, 403, 403, 200,
+        body={"network": {"description": "novalite's built-in network"}},
+        args={"network_id": "{private_network_id}"}, label="the shared private network"),
+    Row("DELETE", NETWORK,                                        401, 403, 204, 204, 404, 204, fresh="network"),
+    Row("GET", N + "/subnets",                                    401, 200, 200, 200, 200, 200),
+    Row("POST", N + "/subnets",                                   401, 403, 201, 201, 404, 201, fresh="network",
+        body={"subnet": {"network_id": "{network_id}", "cidr": "10.31.0.0/24", "ip_version": 4}}),
+    Row("GET", N + "/subnets/{subnet_id}",                        401, 200, 200, 200, 404, 200),
+    Row("PUT", N + "/subnets/{subnet_id}",                        401, 403, 200, 200, 404, 200,
+        body={"subnet": {"name": SECRET + "-subnet"}}),
+    Row("DELETE", N + "/subnets/{subnet_id}",                     401, 403, 204, 204, 404, 204, fresh="subnet"),
+    Row("GET", N + "/ports",                                      401, 200, 200, 200, 200, 200),
+    Row("POST", N + "/ports",                                     401, 403, 201, 201, 404, 201,
+        body={"port": {"network_id": "{network_id}"}}),
+    # binding:host_id is the admin's.
+    Row("POST", N + "/ports",                                     401, 403, 403, 403, 404, 201,
+        body={"port": {"network_id": "{network_id}", "binding:host_id": "{host}"}}, label="binding"),
+    Row("GET", N + "/ports/{port_id}",                            401, 200, 200, 200, 404, 200),
+    Row("PUT", N + "/ports/{port_id}",                            401, 403, 200, 200, 404, 200,
+        body={"port": {"name": SECRET + "-port"}}),
+    Row("DELETE", N + "/ports/{port_id}",                         401, 403, 204, 204, 404, 204, fresh="port"),
+    Row("GET", N + "/security-groups",                            401, 200, 200, 200, 200, 200),
+    Row("POST", N + "/security-groups",                           401, 403, 201, 201, 201, 201,
+        body={"security_group": {"name": "made-by-caller"}}),
+    Row("GET", N + "/security-groups/{group_id}",                 401, 200, 200, 200, 404, 200),
+    Row("PUT", N + "/security-groups/{group_id}",                 401, 403, 200, 200, 404, 200,
+        body={"security_group": {"name": SECRET + "-group"}}),
+    Row("DELETE", N + "/security-groups/{group_id}",              401, 403, 204, 204, 404, 204,
+        fresh="security_group"),
+    Row("GET", N + "/security-group-rules",                       401, 200, 200, 200, 200, 200),
+    Row("POST", N + "/security-group-rules",                      401, 403, 201, 201, 404, 201, fresh="security_group",
+        body={"security_group_rule": {"security_group_id": "{group_id}", "direction": "ingress",
+                                      "protocol": "tcp", "port_range_min": 22, "port_range_max": 22}}),
+    Row("GET", N + "/security-group-rules/{rule_id}",             401, 200, 200, 200, 404, 200),
+    Row("DELETE", N + "/security-group-rules/{rule_id}",          401, 403, 204, 204, 404, 204,
+        fresh="security_group_rule"),
+    # Quotas: a project reads its own; only the admin lists and changes them.
+    Row("GET", N + "/quotas",                                     401, 403, 403, 403, 403, 200),
+    Row("GET", N + "/quotas/{project_id}",                        401, 200, 200, 200, 403, 200),
+    Row("GET", N + "/quotas/{project_id}/default",                401, 200, 200, 200, 403, 200),
+    Row("GET", N + "/quotas/{project_id}/details",                401, 200, 200, 200, 403, 200),
+    # (Changed on gamma's quotas: alpha's stay unlimited for the rows that create.)
+    Row("PUT", N + "/quotas/{project_id}",                        401, 403, 403, 403, 403, 200,
+        body={"quota": {"network": 100}}, args={"project_id": "{gamma_id}"}),
+    Row("DELETE", N + "/quotas/{project_id}",                     401, 403, 403, 403, 403, 204,
+        args={"project_id": "{gamma_id}"}),
+    # Tags of alpha's resources (one route per operation for the four taggable collections).
+    Row("GET", TAGS,                                              401, 200, 200, 200, 404, 200, args=NET_TAGS),
+    Row("PUT", TAGS,                                              401, 403, 200, 200, 404, 200, args=NET_TAGS,
+        body={"tags": ["atag"]}),
+    Row("DELETE", TAGS,                                           401, 403, 204, 204, 404, 204, args=NET_TAGS,
+        fresh="tagged_network"),
+    Row("GET", TAGS + "/{tag}",                                   401, 204, 204, 204, 404, 204, args=NET_TAGS),
+    Row("PUT", TAGS + "/{tag}",                                   401, 403, 201, 201, 404, 201, args=NET_TAGS),
+    Row("DELETE", TAGS + "/{tag}",                                401, 403, 204, 204, 404, 204, args=NET_TAGS,
+        fresh="tagged_network"),
 ]
 # fmt: on
 
@@ -716,6 +840,17 @@ async def build_world(cloud: Cloud) -> World:
     await world.as_("member", "POST", f"{G}/images/{shared}/members", json={"member": gamma.project_id})
     values["member_id"] = gamma.project_id
     values["public_alpha_image_id"] = await world.public_image()
+
+    # Neutron: alpha's network (tagged), subnet, port, security group and rule; the shared `private`.
+    unlimited = {"quota": {name: -1 for name in ("network", "subnet", "port", "security_group", "security_group_rule")}}
+    await world.as_("admin", "PUT", f"{N}/quotas/{alpha.project_id}", json=unlimited)
+    values.update(await _tagged_network(world))
+    values.update(await _subnet_on(world, values["network_id"], "10.30.0.0/24"))
+    values.update(await _port(world))
+    values.update(await _security_group(world))
+    values.update(await _security_group_rule(world))
+    private = await world.as_("admin", "GET", N + "/networks?name=private")
+    values["private_network_id"] = private.body["networks"][0]["id"]
     return world
 
 
@@ -759,6 +894,10 @@ async def _server(w: World) -> dict[str, str]:
 
 async def _stopped_server(w: World) -> dict[str, str]:
     return {"server_id": await w.server_in("os-stop", "SHUTOFF")}
+
+
+async def _shelved_server(w: World) -> dict[str, str]:
+    return {"server_id": await w.server_in("shelve", "SHELVED_OFFLOADED")}
 
 
 async def _paused_server(w: World) -> dict[str, str]:
@@ -881,6 +1020,53 @@ async def _image_member(w: World) -> dict[str, str]:
     return {"member_id": member}
 
 
+async def _network(w: World) -> dict[str, str]:
+    resp = await w.as_("member", "POST", N + "/networks", json={"network": {"name": SECRET + "-net"}})
+    return {"network_id": resp.body["network"]["id"]}
+
+
+async def _tagged_network(w: World) -> dict[str, str]:
+    made = await _network(w)
+    await w.as_("member", "PUT", f"{N}/networks/{made['network_id']}/tags/atag")
+    return made
+
+
+async def _subnet_on(w: World, network_id: str, cidr: str) -> dict[str, str]:
+    body = {"subnet": {"network_id": network_id, "cidr": cidr, "ip_version": 4, "name": SECRET + "-subnet"}}
+    return {"subnet_id": (await w.as_("member", "POST", N + "/subnets", json=body)).body["subnet"]["id"]}
+
+
+async def _subnet(w: World) -> dict[str, str]:
+    return await _subnet_on(w, (await _network(w))["network_id"], "10.32.0.0/24")
+
+
+async def _port(w: World) -> dict[str, str]:
+    body = {"port": {"network_id": w.values["network_id"], "name": SECRET + "-port"}}
+    return {"port_id": (await w.as_("member", "POST", N + "/ports", json=body)).body["port"]["id"]}
+
+
+async def _security_group(w: World) -> dict[str, str]:
+    body = {"security_group": {"name": SECRET + "-group"}}
+    resp = await w.as_("member", "POST", N + "/security-groups", json=body)
+    return {"group_id": resp.body["security_group"]["id"]}
+
+
+async def _security_group_rule(w: World) -> dict[str, str]:
+    group = (await _security_group(w))["group_id"]
+    body = {
+        "security_group_rule": {
+            "security_group_id": group,
+            "direction": "ingress",
+            "protocol": "udp",
+            "port_range_min": 53,
+            "port_range_max": 53,
+            "description": SECRET,
+        }
+    }
+    resp = await w.as_("member", "POST", N + "/security-group-rules", json=body)
+    return {"rule_id": resp.body["security_group_rule"]["id"]}
+
+
 FRESH: dict[str, Callable[[World], Awaitable[dict[str, str]]]] = {
     "unique": _unique,
     "member_token": _member_token,
@@ -891,6 +1077,7 @@ FRESH: dict[str, Callable[[World], Awaitable[dict[str, str]]]] = {
     "server": _server,
     "stopped_server": _stopped_server,
     "paused_server": _paused_server,
+    "shelved_server": _shelved_server,
     "suspended_server": _suspended_server,
     "soft_deleted_server": _soft_deleted_server,
     "metadata_key": _metadata_key,
@@ -910,6 +1097,12 @@ FRESH: dict[str, Callable[[World], Awaitable[dict[str, str]]]] = {
     "tag": _tag,
     "new_member": _new_member,
     "image_member": _image_member,
+    "network": _network,
+    "tagged_network": _tagged_network,
+    "subnet": _subnet,
+    "port": _port,
+    "security_group": _security_group,
+    "security_group_rule": _security_group_rule,
 }
 
 
@@ -971,6 +1164,10 @@ def error_format_problem(path: str, status: int, body: Any, headers: Any) -> str
         if not (isinstance(inner, dict) and inner.get("code") == status and isinstance(inner.get("message"), str)):
             return f"not in Nova's error format ({fault})"
         return None
+    if path.startswith("/network"):
+        inner = body.get("NeutronError") if isinstance(body, dict) and len(body) == 1 else None
+        ok = isinstance(inner, dict) and set(inner) == {"type", "message", "detail"}
+        return None if ok and isinstance(inner.get("message"), str) else "not in Neutron's error format"
     if path.startswith("/image"):
         ok = isinstance(body, dict) and body.get("code") == f"{status} {phrase}" and body.get("title") == phrase
         return None if ok and isinstance(body.get("message"), str) else "not in Glance's error format"

@@ -446,6 +446,20 @@ ACTION_ARGS: dict[str, Any] = {
     "os-getVNCConsole": {"type": "novnc"},
     "restore": None,
     "forceDelete": None,
+    # issue 11: copy and renew
+    "createImage": {"name": "fuzz-snap", "metadata": {"k": "v"}},
+    "createBackup": {"name": "fuzz-backup", "backup_type": "daily", "rotation": 1},
+    "rebuild": {"imageRef": "00000000-0000-0000-0000-000000000000", "name": "fuzz"},
+    "shelve": None,
+    "shelveOffload": None,
+    "unshelve": None,
+    # issue 10: moves
+    "resize": {"flavorRef": "2"},
+    "confirmResize": None,
+    "revertResize": None,
+    "migrate": {"host": "hv-1"},
+    "os-migrateLive": {"host": None, "block_migration": "auto"},
+    "evacuate": {"host": "hv-2"},
 }
 
 

@@ -98,11 +98,12 @@ async def test_issue_project_token_by_name(cloud: Cloud) -> None:
 async def test_token_catalog_urls(cloud: Cloud) -> None:
     resp = await issue(cloud, password_auth("admin", ADMIN_PASSWORD, "admin"))
     catalog = {svc["type"]: svc for svc in resp.body["token"]["catalog"]}
-    assert set(catalog) == {"identity", "compute", "image"}
+    assert set(catalog) == {"identity", "compute", "image", "network"}
     expected = {
         "identity": f"{cloud.base}/identity",
         "compute": f"{cloud.base}/compute/v2.1",
         "image": f"{cloud.base}/image",
+        "network": f"{cloud.base}/network",
     }
     for kind, url in expected.items():
         endpoints = catalog[kind]["endpoints"]
@@ -115,7 +116,7 @@ async def test_token_catalog_urls(cloud: Cloud) -> None:
     same = await cloud.get(f"{V3}/auth/catalog")
     assert same.status == 200 and same.body["catalog"] == resp.body["token"]["catalog"]
     services = (await cloud.get(f"{V3}/services")).body["services"]
-    assert {s["type"] for s in services} == {"identity", "compute", "image"}
+    assert {s["type"] for s in services} == {"identity", "compute", "image", "network"}
     endpoints = (await cloud.get(f"{V3}/endpoints?interface=public")).body["endpoints"]
     assert sorted(e["url"] for e in endpoints) == sorted(expected.values())
     regions = (await cloud.get(f"{V3}/regions")).body["regions"]

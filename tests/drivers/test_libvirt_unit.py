@@ -610,3 +610,30 @@ def test_entry_point_loads_the_driver():
     driver = load_driver("libvirt", "host-1", {"uri": "test:///default"})
     assert isinstance(driver, LibvirtDriver)
     assert driver.needs_image_file is True
+
+
+async def test_ports_of_a_mapped_network_go_to_its_libvirt_network(
+    test_uri: str, small_image: Path, tmp_path: Path
+) -> None:
+    """novalite's built-in network (``private``) is another libvirt network by name
+    (``guest_network_name``): the agent passes the map, the driver attaches by it."""
+    from novalite.agent.node import driver_options
+    from novalite.config import Settings
+
+    options = driver_options(Settings(state_dir=tmp_path / "s", guest_network_name=UNIT_NETWORK))
+    assert options["network_map"] == {"private": UNIT_NETWORK}
+    driver = LibvirtDriver(
+        "unit-host",
+        {**options, "uri": test_uri, "instances_path": str(tmp_path / "instances"), "shutdown_timeout": 1},
+    )
+    await driver.init_host()
+    try:
+        inst = make_instance(small_image, ports=[Port(mac="fa:16:3e:00:00:21", ip="10.213.99.21", network="private")])
+        await driver.spawn(inst)
+        nics = [i.find("source").get("network") for i in live_xml(driver, UUID1).findall("./devices/interface")]
+        assert nics == [UNIT_NETWORK]
+        assert [h["mac"] for h in dhcp_hosts(driver)] == ["fa:16:3e:00:00:21"]
+        await driver.destroy(inst)
+        assert dhcp_hosts(driver) == []  # the destroy found the entry through the same map
+    finally:
+        await driver.cleanup_host()

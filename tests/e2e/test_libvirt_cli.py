@@ -177,7 +177,8 @@ def cloud(tmp_path_factory, tiny_guest_files):
         NOVALITE_CONSOLE_LISTEN="127.0.0.1:0",
         NOVALITE_DRIVER="libvirt",
         NOVALITE_DRIVER_OPTIONS=json.dumps(options),
-        NOVALITE_NETWORK_NAME=NETWORK,
+        NOVALITE_NETWORK_NAME=NETWORK,  # the network service's name of the built-in network
+        NOVALITE_GUEST_NETWORK_NAME=NETWORK,  # and the libvirt network its ports are on
         NOVALITE_NETWORK_CIDR=cidr,
         NOVALITE_REPORT_INTERVAL="2",
         NOVALITE_SYNC_POWER_STATE_INTERVAL="3600",  # power states come from libvirt's events

@@ -227,3 +227,31 @@ async def test_two_clouds_in_one_process_count_apart(tmp_path: Any) -> None:
         for c in (other, cloud):
             await c.session.close()
             await c.node.stop()
+
+
+async def test_sql_statements_are_counted_when_asked(tmp_path: Any) -> None:
+    """``count_sql_statements`` (for the benchmarks): the counter grows with the work done; off
+    by default, where the page has no such series at all."""
+    off = await start_cloud(make_settings(tmp_path / "off", f"sqlite:///{tmp_path / 'off.db'}"))
+    try:
+        _, samples = await scrape(off)
+        assert not series(samples, "novalite_db_statements_total")
+    finally:
+        await off.session.close()
+        await off.node.stop()
+    cloud = await start_cloud(
+        make_settings(tmp_path / "on", f"sqlite:///{tmp_path / 'on.db'}", count_sql_statements=True)
+    )
+    try:
+        image = await make_image(cloud)
+        _, before = await scrape(cloud)
+        r = await create_server(cloud, image, name="counted")
+        assert r.status == 202, r
+        await wait_status(cloud, r.body["server"]["id"], "ACTIVE")
+        _, after = await scrape(cloud)
+        built = value(after, "novalite_db_statements_total") - value(before, "novalite_db_statements_total")
+        # A boot and the polls that watched it: tens of statements, not zero, not thousands.
+        assert 10 < built < 500, built
+    finally:
+        await cloud.session.close()
+        await cloud.node.stop()

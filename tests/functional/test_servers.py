@@ -103,7 +103,7 @@ async def test_auto_network_gets_an_address(cloud):
     r = await create_server(cloud, image, networks="auto")
     server = await wait_status(cloud, r.body["server"]["id"], "ACTIVE")
     ((net, addrs),) = server["addresses"].items()
-    assert net == "novalite"
+    assert net == "private"  # the built-in network (issue 12; was "novalite")
     assert addrs[0]["addr"].startswith("10.199.0.") and addrs[0]["OS-EXT-IPS-MAC:mac_addr"].startswith("fa:16:3e")
 
 

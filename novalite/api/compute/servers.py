@@ -399,7 +399,7 @@ def _check_image_fits(flavor: Any, image: dict[str, Any]) -> None:
 
 # -- list and show ------------------------------------------------------------------------------
 
-STATUS_FILTERS = {
+STATUS_FILTERS: dict[str, tuple[str | None, str | tuple[str, ...] | None]] = {
     "ACTIVE": (states.ACTIVE, None),
     "BUILD": (states.BUILDING, None),
     "SHUTOFF": (states.STOPPED, None),
@@ -410,6 +410,10 @@ STATUS_FILTERS = {
     "SOFT_DELETED": (states.SOFT_DELETED, None),
     "REBOOT": (states.ACTIVE, states.REBOOTING),
     "HARD_REBOOT": (None, states.REBOOTING_HARD),
+    # issue 11, as Nova's task_and_vm_state_from_status: REBUILD is a task of any vm_state.
+    "REBUILD": (None, (states.REBUILDING, states.REBUILD_SPAWNING)),
+    "SHELVED": (states.SHELVED, None),
+    "SHELVED_OFFLOADED": (states.SHELVED_OFFLOADED, None),
 }
 
 
@@ -630,6 +634,12 @@ async def delete_instance(conn: Connection, ctx: RequestContext, row: Any, *, ho
     agent, or — no host, or its host down — delete here at once (Nova's local delete)."""
     server_id = row.uuid
     await actions.start_action(conn, server_id, "delete", ctx.request_id, ctx.user_id, ctx.project_id)
+    shelve_image = (row.system_metadata or {}).get("shelved_image_id")
+    if shelve_image and row.vm_state in (states.SHELVED, states.SHELVED_OFFLOADED):
+        # issue 11: as Nova, the shelve image goes with the server (the conductor deletes it).
+        await cast_after_commit(
+            conn, ctx, "conductor", "delete_shelved_image", instance_uuid=server_id, image_id=shelve_image
+        )
     if not host_up:
         if row.host:
             log.warning(

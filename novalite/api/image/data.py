@@ -24,6 +24,7 @@ from novalite.api.errors import (
 )
 from novalite.api.http import context, json_response, read_json, runtime
 from novalite.api.image.common import image_id_of, load_image, require_modify
+from novalite.identity.tickets import UPLOAD_TICKET_KEY
 from novalite.images.files import StoredData, UploadTooLarge, delete_data, image_path, write_image
 from novalite.log import get_logger
 from novalite.store import images as records
@@ -69,7 +70,12 @@ async def receive_data(request: web.Request, during: str, after: str) -> None:
     announced = request.headers.get("X-OpenStack-Image-Size")
     async with rt.db.begin() as conn:
         image = await load_image(conn, image_id, ctx, for_update=True)
-        require_modify(image, ctx)
+        if request.get(UPLOAD_TICKET_KEY) is not None:
+            # A compute host's upload ticket (issue 11): this one image, of the ticket's project.
+            if request[UPLOAD_TICKET_KEY] != image_id or image["owner"] != ctx.project_id:
+                raise Forbidden("You are not authorized to complete this action.")
+        else:
+            require_modify(image, ctx)
         if image["status"] != QUEUED:
             raise Conflict(f"Image status transition from {image['status']} to {during} is not allowed")
         if not image["disk_format"] or not image["container_format"]:

@@ -1,0 +1,1 @@
+"""The network API: a Neutron v2.0 subset under ``/network`` (catalog type ``network``, name ``neutron``)."""
