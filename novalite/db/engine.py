@@ -139,8 +139,11 @@ class Database:
         engine = self.sync_engine if self.is_sqlite else self.engine.sync_engine
         self.statements = 0
 
-        def counted(*_: Any) -> None:
-            self.statements = (self.statements or 0) + 1
+        def counted(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            # SQLite's explicit BEGIN (see _sqlite_begin) is not counted: PostgreSQL's is not a
+            # statement SQLAlchemy runs either, and both databases should count the same work.
+            if statement != "BEGIN":
+                self.statements = (self.statements or 0) + 1
 
         event.listen(engine, "before_cursor_execute", counted)
 
