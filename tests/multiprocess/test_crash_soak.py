@@ -71,6 +71,8 @@ DELETE_EVERY = 8
 #: One create in BAD_EVERY is named ``bad-*``: its boot fails on every host.
 BAD_EVERY = 20
 BAD_MESSAGE = "soak: injected spawn failure"
+#: How a build ends that found no host left to try (the conductor's fault text, as Nova's).
+NO_VALID_HOST = "No valid host was found. There are not enough hosts available."
 #: Long, so that no build ends by the watchdog's timeout: each must end by its own path.
 BUILD_TIMEOUT = 300.0
 #: After a kill: everything in flight at the kill is settled within this (restart included).
@@ -268,7 +270,10 @@ def check_invariants(
             problems.append(f"{sid} {s['name']}: its boot always fails, yet it is {state}")
         if s["name"].startswith("bad-") and s["status"] == "ERROR":
             message = (s.get("fault") or {}).get("message")
-            if message != BAD_MESSAGE:
+            # Its boot fails on every host, so after a reschedule "no valid host" is a truthful
+            # end too: the hosts left untried were full or had not yet reported after a restart
+            # (seen once in CI: the third host, right after the all-in-one's second SIGKILL).
+            if message not in (BAD_MESSAGE, NO_VALID_HOST):
                 problems.append(f"{sid} {s['name']}: ERROR with fault {message!r}, not the injected failure")
     for sid in stream.deleted & set(every):
         problems.append(f"{sid}: deleted (answered 204/404) but still listed as {every[sid]['status']}")
