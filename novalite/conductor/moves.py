@@ -88,16 +88,8 @@ STEP_STATUS: dict[str, str | tuple[str, ...]] = {
 LIVE_STEPS = ("pre_live_migration", "live_migration", "post_live_migration_at_destination")
 
 
-def migration_payload(mig: Any) -> dict[str, Any]:
-    """What an agent gets about a migration (plain JSON)."""
-    return {
-        "uuid": mig.uuid,
-        "migration_type": mig.migration_type,
-        "source_compute": mig.source_compute,
-        "source_node": mig.source_node,
-        "dest_compute": mig.dest_compute,
-        "dest_node": mig.dest_node,
-    }
+#: What an agent gets about a migration (plain JSON): one definition for the API and the conductor.
+migration_payload = moves.agent_payload
 
 
 def flavor_columns(flavor: dict[str, Any]) -> dict[str, Any]:

@@ -256,3 +256,15 @@ async def outbox_mentions(conn: Connection, instance_uuid: str) -> bool:
     """Whether a message about this instance still waits in the outbox (it will drive the move)."""
     query = sa.select(t.outbox.c.id).where(t.outbox.c.body.contains(instance_uuid)).limit(1)
     return (await conn.execute(query)).first() is not None
+
+
+def agent_payload(mig: Any) -> dict[str, Any]:
+    """What an agent gets about a migration (plain JSON), from the API's casts and the conductor's."""
+    return {
+        "uuid": mig.uuid,
+        "migration_type": mig.migration_type,
+        "source_compute": mig.source_compute,
+        "source_node": mig.source_node,
+        "dest_compute": mig.dest_compute,
+        "dest_node": mig.dest_node,
+    }

@@ -227,17 +227,6 @@ async def _resized_row(request: web.Request, conn: Connection, action: str, poli
     return row, mig
 
 
-def _migration_payload(mig: Any) -> dict[str, Any]:
-    return {
-        "uuid": mig.uuid,
-        "migration_type": mig.migration_type,
-        "source_compute": mig.source_compute,
-        "source_node": mig.source_node,
-        "dest_compute": mig.dest_compute,
-        "dest_node": mig.dest_node,
-    }
-
-
 async def _confirm_resize(request: web.Request, body: Any) -> web.Response:
     """Nova answers 204 (for historical reasons); the source host cleans up asynchronously."""
     ctx = context(request)
@@ -256,7 +245,7 @@ async def _confirm_resize(request: web.Request, body: Any) -> web.Response:
             f"compute.{mig.source_compute}",
             "confirm_resize",
             instance=payload,
-            migration=_migration_payload(mig),
+            migration=moves.agent_payload(mig),
         )
     return web.Response(status=204)
 
@@ -286,7 +275,7 @@ async def _revert_resize(request: web.Request, body: Any) -> web.Response:
             f"compute.{mig.dest_compute}",
             "revert_resize",
             instance=payload,
-            migration=_migration_payload(mig),
+            migration=moves.agent_payload(mig),
         )
     return web.Response(status=202)
 
