@@ -76,6 +76,21 @@ class Port:
     network: str | None = None  # the hypervisor-side network name (e.g. a libvirt network)
     prefix_len: int | None = None
     gateway: str | None = None
+    #: The network service's view of the port (issue 12), filled by the controller side:
+    id: str | None = None  # the Neutron port id
+    network_id: str | None = None  # the Neutron network id
+    network_type: str = "local"  # provider:network_type: flat | vxlan | local
+    segmentation_id: int | None = None  # the VXLAN VNI
+    physical_network: str | None = None  # flat: the host bridge named by the operator's mapping
+    mtu: int | None = None
+    port_security_enabled: bool = True
+    #: Security-group rules already resolved to addresses (remote groups expanded to the
+    #: members' IPs), each {"direction", "ethertype", "protocol", "port_range_min",
+    #: "port_range_max", "remote_ip_prefix"}; [] with port security on = drop all ingress.
+    #: None = the controller sent none (a message of an older version): filter nothing.
+    security_rules: list[dict[str, Any]] | None = None
+    allowed_address_pairs: list[dict[str, str]] = field(default_factory=list)
+    tag: str | None = None  # the device tag of a create's networks entry (2.32+)
 
 
 @dataclass

@@ -43,10 +43,9 @@ from socketserver import ThreadingMixIn
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from websockify.websocketproxy import ProxyRequestHandler
-
 from novalite.bus import BusError
 from novalite.config import Settings
+from novalite.console.framing import ProxyRequestHandler, UnmaskingWebSocket
 from novalite.context import RequestContext
 from novalite.log import bind_request_id, get_logger
 from novalite.runtime import ControllerRuntime
@@ -176,6 +175,7 @@ class ConsoleRequestHandler(ProxyRequestHandler):  # type: ignore[misc]  # webso
 
     server: _Server
     target: tuple[str, int] | None = None
+    SocketClass = UnmaskingWebSocket
 
     # -- HTTP: the page, noVNC's files, the page's two JSON/text helpers -------------------------
 
