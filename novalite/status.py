@@ -479,6 +479,7 @@ async def _run(cloud: CloudConfig, as_json: bool, watch: float | None, timeout: 
                 code = exit_code(facts)
                 text = json.dumps(facts, indent=None if watch else 2) if as_json else render_text(facts)
             except StatusError as exc:
+                _stop_if_cancelled(exc)
                 if watch is None:
                     raise
                 # Watching rides out an API restart: say so and try again at the next refresh.
@@ -492,7 +493,20 @@ async def _run(cloud: CloudConfig, as_json: bool, watch: float | None, timeout: 
                 return code
             if not as_json:
                 print(f"\n(refreshing every {watch:g}s; Ctrl-C to stop)", flush=True)
+            _stop_if_cancelled()
             await asyncio.sleep(watch)
+
+
+def _stop_if_cancelled(cause: BaseException | None = None) -> None:
+    """End the watch if Ctrl-C cancelled it while a request ran.
+
+    asyncio.run turns Ctrl-C into a cancellation of this task; a request it lands in may
+    report it as a timeout or a dropped connection (a StatusError), or swallow it, and the
+    watch would go on ignoring the Ctrl-C (seen in CI under load: still running 30 s later).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from cause
 
 
 def run(

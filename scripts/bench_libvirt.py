@@ -74,6 +74,7 @@ def start_server(state: Path, port: int, instances: Path, uri: str) -> subproces
             {"uri": uri, "virt_type": "qemu", "instances_path": str(instances), "shutdown_timeout": 10}
         ),
         NOVALITE_NETWORK_NAME=NETWORK,
+        NOVALITE_GUEST_NETWORK_NAME=NETWORK,  # the libvirt network its ports are on (default "novalite")
         NOVALITE_NETWORK_CIDR=CIDR,
     )
     proc = subprocess.Popen(
