@@ -91,6 +91,9 @@ class Port:
     security_rules: list[dict[str, Any]] | None = None
     allowed_address_pairs: list[dict[str, str]] = field(default_factory=list)
     tag: str | None = None  # the device tag of a create's networks entry (2.32+)
+    #: This host's DHCP server address on the port's subnet (Neutron's ``network:dhcp`` port
+    #: of the host); None: the driver picks one (docs/network.md, "The data path").
+    dhcp_server: str | None = None
 
 
 @dataclass
@@ -330,6 +333,46 @@ class ComputeDriver:
         """Return where the guest's VNC server listens (reachable from the console proxy)."""
         raise NotSupported(f"driver {self.name} has no VNC console")
 
+    # -- network interfaces (issue 12) ------------------------------------------------------
+
+    async def attach_interface(self, instance: Instance, port: Port) -> None:
+        """Plug ``port`` into the guest (Nova's ``attach_interface``): a running guest gets
+        the NIC at once (hot-plug) and keeps it across reboots and power cycles (the guest's
+        persistent definition has it too); a stopped guest gets it on its next start.
+
+        ``instance.ports`` already lists ``port`` (the database's view after the attach);
+        ``port`` carries everything the datapath needs (network type, segment, MTU, resolved
+        security rules, tag). Attaching a port the guest already has (same MAC) changes
+        nothing. Cleanup duty: if this raises, the guest has no half-plugged NIC.
+        """
+        raise NotSupported(f"driver {self.name} cannot attach interfaces")
+
+    async def detach_interface(self, instance: Instance, port: Port) -> None:
+        """Unplug ``port`` (found by its MAC) from the guest, live and persistently (Nova's
+        ``detach_interface``). ``instance.ports`` no longer lists it. Detaching a NIC the
+        guest does not have is not an error (it may have been lost with the guest)."""
+        raise NotSupported(f"driver {self.name} cannot detach interfaces")
+
+    async def set_overlay_peers(self, network_id: str, vni: int, peers: list[str]) -> None:
+        """Make ``peers`` (the other hosts' tunnel endpoints, IP addresses) exactly the hosts
+        this host's overlay of VXLAN network ``network_id`` (segment ``vni``) reaches: added
+        ones get this host's broadcast and unknown traffic, missing ones no longer do.
+
+        The conductor sends the whole list (never a delta), whenever it changes and when the
+        agent starts; a host may get it before it has any port on the network (the driver
+        then remembers it for when the first one is plugged) or after its last port went
+        (then it is a no-op). Idempotent. No-op by default (a driver without overlays).
+        """
+
+    async def update_port_security(self, instance: Instance, port: Port) -> None:
+        """Apply ``port``'s security now, to a running (or stopped) guest: its
+        ``port_security_enabled``, ``security_rules`` (already resolved to addresses) and
+        ``allowed_address_pairs`` replace what the host enforced for it (found by
+        ``port.id``, else its MAC), effective for new connections within a second;
+        connections already established may go on. A port this host does not plug is
+        ignored. Idempotent. No-op by default (a driver that does not filter on the host).
+        """
+
     # -- images (issue 11) --------------------------------------------------------------
 
     async def snapshot(self, instance: Instance, target: str) -> str:
@@ -358,10 +401,20 @@ class ComputeDriver:
 
     # -- moving servers (issue 10) --------------------------------------------------------
 
-    async def migrate_disk_and_power_off(self, instance: Instance, dest_host: str, flavor: dict[str, Any]) -> None:
+    async def migrate_disk_and_power_off(
+        self, instance: Instance, dest_host: str, flavor: dict[str, Any]
+    ) -> list[str] | None:
         """On the source host of a resize or cold migration: power the guest off and make its
         disks available to ``dest_host`` (copy them there, or nothing on shared storage),
         sized for ``flavor`` (``vcpus``, ``memory_mb``, ``root_gb``, ``ephemeral_gb``, ``swap``).
+
+        Returns the local files (absolute paths) the agent must send to ``dest_host``: the
+        agent streams each to the destination's agent, which writes it under its base name
+        into the directory the destination driver's :meth:`receive_migration` names. None or
+        empty: nothing to send (shared storage, a same-host resize, or a driver that copied
+        the disks itself). The files are the driver's: it removes them at
+        :meth:`confirm_migration` or :meth:`finish_revert_migration`. If the agent cannot send
+        them, it calls :meth:`finish_revert_migration` (the move failed on the source).
 
         The source guest and its disks stay (powered off) until :meth:`confirm_migration`
         or :meth:`finish_revert_migration`; ``dest_host`` may be this host (same-host resize).
@@ -369,6 +422,15 @@ class ComputeDriver:
         as it found it (powered on again if it was running), so the server can go on as before.
         """
         raise NotSupported(f"driver {self.name} cannot migrate")
+
+    async def receive_migration(self, instance: Instance, source_host: str) -> str:
+        """On the destination of a cold move, before the source's agent sends the files its
+        :meth:`migrate_disk_and_power_off` named: the directory (created, empty of the guest's
+        files) the agent writes them into. Raises :class:`DriverError` if this host cannot
+        take them (it has a guest of ``instance`` already). Cleanup duty: none; the agent
+        removes the files it wrote if the transfer fails, and :meth:`destroy` removes the rest.
+        """
+        raise NotSupported(f"driver {self.name} cannot receive a migration's disks")
 
     async def finish_migration(self, instance: Instance, source_host: str, power_on: bool = True) -> None:
         """On the destination: create the guest from ``instance`` (the new flavor's sizes) with

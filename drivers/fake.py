@@ -25,6 +25,7 @@ Options (the ``[driver.fake]`` config section, or ``novalite serve --fake-*``):
     (``check_can_live_migrate_destination``, ``pre_live_migration``, ``live_migration``,
     ``post_live_migration_at_destination``); a failed ``live_migration`` fails halfway.
     ``pre_live_migration_delay`` (default 0): seconds the destination's preparation takes.
+    ``attach_interface`` and ``detach_interface`` (issue 12) fail too when named.
 ``state_file``
     A path where the fake hypervisor keeps its guests across restarts of the agent (default:
     none, guests live in memory only). Without it, guests live only as long as the driver
@@ -83,6 +84,7 @@ from novalite_drivers.base import (
     LiveMigrationProgress,
     MigrationAborted,
     NotSupported,
+    Port,
     PowerState,
 )
 from novalite_drivers.fakescreen import FakeScreen
@@ -188,6 +190,11 @@ class FakeDriver(ComputeDriver):
         self.live_migrations: dict[str, dict[str, bool]] = {}
         #: Guests this host was prepared to receive (pre_live_migration), by uuid.
         self.incoming: set[str] = set()
+        #: The data path (issue 12), what a real host would plug: port key (its id, else its
+        #: MAC) -> the port as plugged, with "instance" (the guest's uuid) and "bridge".
+        self.plugged: dict[str, dict[str, Any]] = {}
+        #: network id -> {"vni", "peers"} as set_overlay_peers last gave them.
+        self.overlay_peers: dict[str, dict[str, Any]] = {}
 
     async def init_host(self) -> None:
         """Load this host's guests from the state file, if there is one.
@@ -204,6 +211,8 @@ class FakeDriver(ComputeDriver):
                 guest.state = PowerState.SHUTDOWN
                 guest.log("boot interrupted: the guest was being created when its manager stopped")
             self.guests[uuid] = guest
+            for port in guest.instance.ports:  # what the host still has plugged
+                self._plug(uuid, port)
         if any(r.get("booting") for r in records.values()):
             self._save()
 
@@ -283,10 +292,76 @@ class FakeDriver(ComputeDriver):
         guest.log(f"novalite fake guest {instance.hostname or instance.name} {how}")
         for port in instance.ports:
             guest.log(f"eth: {port.mac} ip {port.ip}")
+            self._plug(instance.uuid, port)
         guest.log("login:")
         self.guests[instance.uuid] = guest
         self._save()
         return guest
+
+    async def attach_interface(self, instance: Instance, port: Port) -> None:
+        """Records the NIC on the guest (``guest.instance.ports``) and on its console."""
+        self._maybe_fail("attach_interface", instance)
+        guest = self._guest(instance)
+        if all(p.mac != port.mac for p in guest.instance.ports):
+            guest.instance.ports.append(port)
+        self._plug(instance.uuid, port)
+        guest.log(f"eth attached: {port.mac} ip {port.ip}")
+        self._save()
+
+    async def detach_interface(self, instance: Instance, port: Port) -> None:
+        self._maybe_fail("detach_interface", instance)
+        guest = self.guests.get(instance.uuid)
+        if guest is None:  # lost with the guest: nothing to unplug (the contract)
+            return
+        guest.instance.ports = [p for p in guest.instance.ports if p.mac != port.mac]
+        self._unplug(port)
+        guest.log(f"eth detached: {port.mac}")
+        self._save()
+
+    # -- the data path (issue 12): recorded, not built --------------------------------------
+
+    @staticmethod
+    def _port_key(port: Port) -> str:
+        return port.id or port.mac.lower()
+
+    def _plug(self, uuid: str, port: Port) -> None:
+        """Record what the libvirt driver would plug for ``port`` (see its datapath.py)."""
+        kind = port.network_type or "local"
+        if kind == "flat":
+            bridge = f"physnet:{port.physical_network}"
+        elif port.network_id:
+            bridge = f"nlb{port.network_id.replace('-', '')[:12]}"
+        else:
+            bridge = f"libvirt:{port.network}"
+        self.plugged[self._port_key(port)] = {**dataclasses.asdict(port), "instance": uuid, "bridge": bridge}
+
+    def _unplug(self, port: Port) -> None:
+        self.plugged.pop(self._port_key(port), None)
+
+    async def set_overlay_peers(self, network_id: str, vni: int, peers: list[str]) -> None:
+        self._maybe_fail("set_overlay_peers", Instance(uuid="", name=""))
+        self.overlay_peers[network_id] = {"vni": int(vni), "peers": sorted(set(peers))}
+
+    async def update_port_security(self, instance: Instance, port: Port) -> None:
+        """The port's new rules replace the recorded ones (and the guest's copy of the port)."""
+        self._maybe_fail("update_port_security", instance)
+        key = self._port_key(port)
+        if key not in self.plugged:
+            return  # not plugged on this host: ignored, as the contract says
+        self.plugged[key].update(
+            port_security_enabled=port.port_security_enabled,
+            security_rules=None if port.security_rules is None else list(port.security_rules),
+            allowed_address_pairs=list(port.allowed_address_pairs),
+        )
+        guest = self.guests.get(instance.uuid)
+        if guest is not None:
+            for p in guest.instance.ports:
+                if self._port_key(p) == key:
+                    p.port_security_enabled = port.port_security_enabled
+                    p.security_rules = None if port.security_rules is None else list(port.security_rules)
+                    p.allowed_address_pairs = list(port.allowed_address_pairs)
+            guest.log(f"security of {port.mac} updated: {len(port.security_rules or [])} rule(s)")
+            self._save()
 
     async def cleanup_host(self) -> None:
         for uuid in list(self.screens):
@@ -296,6 +371,8 @@ class FakeDriver(ComputeDriver):
         self._maybe_fail("destroy", instance)
         await self._screen_off(instance.uuid)
         gone = self.guests.pop(instance.uuid, None)
+        for key in [k for k, v in self.plugged.items() if v["instance"] == instance.uuid]:
+            del self.plugged[key]
         if self.booting.pop(instance.uuid, None) is not None or gone is not None:
             self._save()
 

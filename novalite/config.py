@@ -302,6 +302,18 @@ class Settings(BaseSettings):
         "/metrics instead.",
         examples=["127.0.0.1:9180"],
     )
+    migration_listen: str = Field(
+        default="127.0.0.1:0",
+        description="host:port where a compute agent receives the disks of servers resized or cold-migrated to its "
+        "host (issue 10: the source's agent streams them over HTTP, each transfer opened by a one-time ticket the "
+        "conductor issues); port 0 picks a free one. It listens only while a transfer is expected. Hosts must "
+        "reach each other there: loopback serves agents on one machine only.",
+    )
+    migration_address: str = Field(
+        default="",
+        description="The address other compute hosts reach this host's migration_listen at. Empty: the host of "
+        "migration_listen (set it when that is 0.0.0.0).",
+    )
     log_level: str = Field(default="INFO", description=f"One of {', '.join(LOG_LEVELS)}.")
     driver: str = Field(default="fake", description="Hypervisor driver of the local compute host(s) ([driver] name).")
     driver_options: dict[str, Any] = Field(
@@ -363,7 +375,7 @@ class Settings(BaseSettings):
         """Paths derived from it (the SQLite URL, clouds.yaml) must not depend on the working directory."""
         return value.expanduser().resolve()
 
-    @field_validator("listen", "console_listen", "agent_metrics_listen")
+    @field_validator("listen", "console_listen", "agent_metrics_listen", "migration_listen")
     @classmethod
     def _host_port(cls, value: str, info: ValidationInfo) -> str:
         """Fail at start, not when the listener is bound (an empty agent_metrics_listen is off)."""
@@ -559,6 +571,11 @@ boot_delay = 0
 # create_network = true
 # force_config_drive = false
 # shutdown_timeout = 60       # ACPI grace period before a hard power-off
+# Neutron networks' data path (docs/network.md, "The data path"): a bridge per network, VXLAN
+# between hosts from this host's tunnel address, flat networks on the operator's bridges.
+# overlay_local_ip = "192.0.2.10"
+# physical_bridges = { lan = "br0" }
+# network_state_path = "/var/lib/novalite/network"
 """
 
 #: Settings the example file shows in its ``[driver]`` table rather than as top-level keys.

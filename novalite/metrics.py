@@ -51,6 +51,8 @@ SERVER_ACTION_EVENTS = {
     "compute_shelve_instance": "shelve",
     "compute_shelve_offload_instance": "shelve_offload",
     "compute_unshelve_instance": "unshelve",
+    "compute_attach_interface": "attach_interface",
+    "compute_detach_interface": "detach_interface",
 }
 OTHER_ACTION = "other"
 #: An action event's ``result`` -> the ``outcome`` label.

@@ -11,7 +11,9 @@
 # What it does:
 #   1. apt-get install the daemon (the -sysv flavour keeps systemd out of containers),
 #      QEMU, qemu-img, libvirt-dev (to build libvirt-python), dnsmasq (DHCP for libvirt
-#      networks; dnsmasq-utils for dhcp_release), iproute2, and the build tools for libvirt-python.
+#      networks; dnsmasq-utils for dhcp_release), iproute2 and nftables (the per-network bridges,
+#      VXLAN and security groups of drivers/libvirt/{bridges,vxlan,firewall,dhcp}.py), busybox
+#      (udhcpc) and iputils-ping (the datapath tests' stand-in guests), and the build tools for libvirt-python.
 #   2. Starts virtlogd and libvirtd in the background unless they already answer, then
 #      waits until `virsh -c qemu:///system version` works (the first start takes ~10 s).
 #   3. Makes /dev/kvm group-kvm mode 660 (with mode 0600 every defineXML takes a minute
@@ -34,7 +36,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 PKGS="libvirt-daemon-system libvirt-daemon-system-sysv qemu-system-x86 qemu-utils libvirt-dev \
-dnsmasq-base dnsmasq-utils iproute2 pkg-config gcc libc6-dev python3-dev"
+dnsmasq-base dnsmasq-utils iproute2 nftables busybox iputils-ping pkg-config gcc libc6-dev python3-dev"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -1,7 +1,9 @@
 """The libvirt/QEMU hypervisor driver (entry point ``libvirt``).
 
 Modules: :mod:`.driver` (the driver), :mod:`.xml` (domain XML), :mod:`.configdrive`
-(config drive ISO with pycdlib), :mod:`.network` (libvirt networks and DHCP host entries).
+(config drive ISO with pycdlib), :mod:`.network` (libvirt networks and DHCP host entries),
+:mod:`.datapath` (Neutron networks' ports: :mod:`.bridges`, :mod:`.vxlan`, :mod:`.dhcp`,
+:mod:`.firewall`, run through :mod:`.hostnet`).
 Importing this package does not need libvirt-python; :meth:`LibvirtDriver.init_host` does.
 """
 

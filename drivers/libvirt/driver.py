@@ -16,6 +16,9 @@ Options (the ``[driver.libvirt]`` config section):
 ``network_map``
     novalite network name -> libvirt network name, for ports whose network is named
     otherwise on the hypervisor (a name not in the map is the libvirt network's own).
+``overlay_local_ip``, ``overlay_dev``, ``physical_bridges``, ``network_state_path``, ``host_networking``
+    The data path of Neutron networks' ports (per-network bridges, VXLAN, DHCP, security
+    groups with nftables): see :mod:`.datapath`.
 ``force_config_drive``
     Attach a config drive to every guest, not only to those that asked for one.
 ``shutdown_timeout``
@@ -28,6 +31,30 @@ Options (the ``[driver.libvirt]`` config section):
     hypervisor's default CPU for qemu.
 ``vnc_listen``
     Address the guests' VNC servers listen on (default ``127.0.0.1``).
+``migration_uri``
+    The libvirt URI the *other* hosts' libvirtd reach this host's daemon at, as the destination
+    of a live migration (peer-to-peer: the source's daemon connects to it). Default
+    ``qemu+tcp://<this machine's FQDN>/system``. Two daemons on one machine (the tests):
+    ``qemu+unix:///system?socket=<its socket>``, or ``qemu+tcp://127.0.0.1/system``.
+``migration_address``
+    The address QEMU's migration stream (and the NBD copy of the disks) goes to on this
+    host, as ``VIR_MIGRATE_PARAM_URI`` ``tcp://<address>`` (default: none, libvirt uses the
+    destination's hostname). ``127.0.0.1`` for two daemons on one machine.
+``live_migration_bandwidth``
+    MiB/s a live migration may use (memory and disk copy; default 0: unlimited). QEMU counts
+    the zero areas of a disk at this rate too: a limit makes the block copy of a large,
+    mostly empty disk slow.
+``resize_shutdown_timeout``
+    Seconds the guest gets to shut down (ACPI) before a resize or cold migration powers it
+    off hard (default: ``shutdown_timeout``).
+
+Moves (issue 10, see docs/moving-servers.md): a resize or cold migration keeps the source's
+instance directory as ``<uuid>_resize/`` (the powered-off original, with its domain) until
+confirm or revert; the files to send to another host (the root disk flattened into one
+qcow2, the ephemeral disk, config drive, kernel copies, console log) are returned to the
+agent, which streams them to the destination's agent; a same-host resize copies them
+locally. Live migration is libvirt's peer-to-peer migration with a block copy of the
+non-shared disks (``VIR_MIGRATE_NON_SHARED_DISK`` over NBD).
 
 Events: libvirt's default event loop runs in a daemon thread (one per process); domain
 lifecycle and reboot events are handed to the asyncio loop that called :meth:`init_host`.
@@ -57,11 +84,13 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from novalite_drivers.base import (
@@ -73,17 +102,20 @@ from novalite_drivers.base import (
     Instance,
     InstanceNotFound,
     InvalidState,
+    LiveMigrationProgress,
+    MigrationAborted,
     NotSupported,
     Port,
     PowerState,
 )
 from novalite_drivers.libvirt import configdrive
+from novalite_drivers.libvirt import migration as migmod
 from novalite_drivers.libvirt import network as netmod
+from novalite_drivers.libvirt.datapath import DatapathMixin
 from novalite_drivers.libvirt.xml import (
     NOVALITE_NS,
     DiskSpec,
     DomainSpec,
-    NicSpec,
     build_domain_xml,
     domain_macs,
     metadata_for,
@@ -209,12 +241,28 @@ def _qemu_img_info(path: str, fmt: str | None = None) -> dict[str, Any]:
     return info
 
 
+@dataclass
+class _LiveJob:
+    """A live migration running from this host (what abort and force complete act on)."""
+
+    dom: Any
+    paused_before: bool
+    aborted: bool = False
+    forced: bool = False
+
+
+def _qemu_img_info_shared(path: str) -> dict[str, Any]:
+    """``qemu-img info`` of a disk a running QEMU may hold (``-U``: no lock taken)."""
+    info: dict[str, Any] = json.loads(_run("qemu-img", "info", "-U", "--output=json", path))
+    return info
+
+
 def _dhcp_name(hostname: str) -> str:
     name = re.sub(r"[^a-z0-9-]", "-", hostname.lower()).strip("-")
     return name[:63]
 
 
-class LibvirtDriver(ComputeDriver):
+class LibvirtDriver(DatapathMixin, ComputeDriver):
     """QEMU guests through libvirt. See the module docstring for options and behaviour."""
 
     name = "libvirt"
@@ -237,6 +285,12 @@ class LibvirtDriver(ComputeDriver):
             cpu_mode = "host-model" if self.virt_type == "kvm" else None
         self.cpu_mode: str | None = None if cpu_mode in (None, "", "none") else cpu_mode
         self.vnc_listen: str = o.get("vnc_listen", "127.0.0.1")
+        self.migration_uri: str = o.get("migration_uri") or f"qemu+tcp://{socket.getfqdn()}/system"
+        self.migration_address: str | None = o.get("migration_address") or None
+        self.live_migration_bandwidth: int = int(o.get("live_migration_bandwidth", 0) or 0)
+        self.resize_shutdown_timeout: float = float(o.get("resize_shutdown_timeout", self.shutdown_timeout))
+        #: Live migrations running from this host, by uuid.
+        self._live: dict[str, _LiveJob] = {}
 
         self._conn: Any = None
         self._conn_lock = threading.RLock()
@@ -249,6 +303,7 @@ class LibvirtDriver(ComputeDriver):
         self._known_state: dict[str, PowerState] = {}
         self._reboot_waiters: dict[str, asyncio.Event] = {}
         self._base_lock = threading.Lock()
+        self._init_datapath()  # the data path's options and state (datapath.py)
 
     # -- the machine ---------------------------------------------------------------------------
 
@@ -550,7 +605,9 @@ class LibvirtDriver(ComputeDriver):
         if cancelled.is_set():
             raise DriverError("spawn was cancelled")
 
-    def _build(self, instance: Instance, conn: Any, cancelled: threading.Event, reuse: bool = False) -> None:
+    def _build(
+        self, instance: Instance, conn: Any, cancelled: threading.Event, reuse: bool = False, start: bool = True
+    ) -> None:
         """Create the instance's files, define its domain and start it.
 
         ``reuse`` is the hard reboot of a guest whose domain is gone (Nova's ``_hard_reboot``
@@ -627,22 +684,7 @@ class LibvirtDriver(ComputeDriver):
             disks.append(DiskSpec(iso, "hda", bus="ide", device="cdrom", format="raw", readonly=True))
         self._check_cancelled(cancelled)
 
-        nics = []
-        named: set[str] = set()
-        for port in instance.ports:
-            net = self._libvirt_network(port)
-            if not net:
-                raise DriverError(f"port {port.mac} has no network and no default network is configured")
-            if port.ip:
-                name = None
-                if net not in named:
-                    name = _dhcp_name(instance.hostname or instance.name) or None
-                    named.add(net)
-                netmod.add_dhcp_host(conn, net, port.mac, port.ip, name)
-                netmod.release_leases(conn, net, ip=port.ip, mac=port.mac.lower())
-            else:
-                netmod._lookup(conn, net)  # fail early and readably on a missing network
-            nics.append(NicSpec(port.mac.lower(), net))
+        nics = self._plug_ports_sync(conn, instance)  # bridges, overlay, DHCP, firewall: datapath.py
 
         spec = DomainSpec(
             uuid=instance.uuid,
@@ -667,6 +709,8 @@ class LibvirtDriver(ComputeDriver):
         self._check_cancelled(cancelled)
         dom = conn.defineXML(xml)
         self._check_cancelled(cancelled)
+        if not start:
+            return
         dom.create()
         state, _reason = dom.state()
         if state not in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED):
@@ -678,9 +722,12 @@ class LibvirtDriver(ComputeDriver):
         libvirt host: both number their instances from 1) has that name: then it gets a suffix."""
         name = instance.name or f"instance-{instance.uuid}"
         try:
-            conn.lookupByName(name)
+            other = conn.lookupByName(name)
         except libvirt.libvirtError:
             return name
+        with contextlib.suppress(libvirt.libvirtError):
+            if other.UUIDString() == instance.uuid:
+                return name  # this instance's own domain, redefined (a resize, a revert)
         return f"{name}-{instance.uuid[:8]}"
 
     def _cached_base(self, image: Any) -> tuple[str, str, int]:
@@ -743,6 +790,7 @@ class LibvirtDriver(ComputeDriver):
             if net:
                 netmod.remove_dhcp_host(conn, net, mac)
                 netmod.release_leases(conn, net, mac=mac)
+        self._unplug_ports_sync(conn, instance)  # firewall, DHCP, an unused bridge: datapath.py
         idir = self._instance_dir(instance.uuid)
         if os.path.lexists(idir):
             shutil.rmtree(idir)
@@ -848,6 +896,7 @@ class LibvirtDriver(ComputeDriver):
                 return
             if await self._call(what, dom.isActive):
                 return
+            await self._call(what, self._replug_sync, instance)  # bridges after a host reboot: datapath.py
             await self._call(what, dom.create)
 
     async def reboot(self, instance: Instance, hard: bool = False) -> None:
@@ -865,6 +914,7 @@ class LibvirtDriver(ComputeDriver):
                     if await self._soft_reboot(instance, dom):
                         return
                     LOG.info("soft reboot of %s did not happen; rebooting hard", instance.uuid)
+            await self._call(what, self._replug_sync, instance)  # bridges after a host reboot: datapath.py
             await self._call(what, self._hard_reboot_sync, dom)
 
     async def _soft_reboot(self, instance: Instance, dom: Any) -> bool:
@@ -969,6 +1019,7 @@ class LibvirtDriver(ComputeDriver):
                 return
             if state != PowerState.SUSPENDED:
                 raise InvalidState(f"cannot resume a guest in power state {state.name}")
+            await self._call(what, self._replug_sync, instance)  # bridges after a host reboot: datapath.py
             await self._call(what, dom.create)  # restores the managed save image
 
     # -- images (issue 11) ------------------------------------------------------------------
@@ -1032,6 +1083,453 @@ class LibvirtDriver(ComputeDriver):
                 self._hard_stop(self._lookup(instance.uuid))
                 self._undefine(self._lookup(instance.uuid))
             raise
+
+    # -- moving servers: resize and cold migration (issue 10) ---------------------------------
+
+    def _resize_dir(self, uuid: str) -> str:
+        return self._instance_dir(uuid) + "_resize"
+
+    async def migrate_disk_and_power_off(
+        self, instance: Instance, dest_host: str, flavor: dict[str, Any]
+    ) -> list[str] | None:
+        """Check the new sizes (no disk shrinks), power off (ACPI for ``resize_shutdown_timeout``
+        seconds, then hard), keep the original as ``<uuid>_resize/``; then either copy its files
+        into a new ``<uuid>/`` (same-host resize: nothing to send) or return the files to send
+        (the root disk flattened into one qcow2 when it has a backing file)."""
+        what = f"cannot migrate instance {instance.uuid}"
+        async with self._operation(instance):
+            dom = await self._call(what, self._lookup, instance.uuid)
+            await self._call(what, self._check_resize, instance, flavor)
+            state = await self._call(what, self._dom_state, dom)
+            await self.power_off(instance, timeout=self.resize_shutdown_timeout)
+            try:
+                return await self._call(what, self._stage_move_sync, instance, dest_host)
+            except BaseException:
+                # Cleanup duty: the files are back (see _stage_move_sync); the guest as it was.
+                if state in (PowerState.RUNNING, PowerState.PAUSED):
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(dom.create)
+                raise
+
+    def _check_resize(self, instance: Instance, flavor: dict[str, Any]) -> None:
+        """Nova's libvirt driver refuses to shrink a disk ("Unable to resize disk down.")."""
+        idir = self._instance_dir(instance.uuid)
+        root = os.path.join(idir, "disk")
+        new_root = int(flavor.get("root_gb") or 0)
+        if new_root and os.path.exists(root):
+            size = int(_qemu_img_info_shared(root)["virtual-size"])
+            if new_root * GiB < size:
+                raise DriverError("Unable to resize disk down.")
+        eph = os.path.join(idir, "disk.eph0")
+        if os.path.exists(eph):
+            size = int(_qemu_img_info_shared(eph)["virtual-size"])
+            if int(flavor.get("ephemeral_gb") or 0) * GiB < size:
+                raise DriverError("Unable to resize disk down.")
+
+    def _stage_move_sync(self, instance: Instance, dest_host: str) -> list[str]:
+        uuid = instance.uuid
+        idir, rdir = self._instance_dir(uuid), self._resize_dir(uuid)
+        if not os.path.isdir(idir):
+            raise DriverError(f"instance {uuid} has no files on {self.host}")
+        if os.path.lexists(rdir):
+            # What an interrupted earlier move left: the guest's own files are in <uuid>/.
+            LOG.warning("removing the leftover %s of an earlier move", rdir)
+            shutil.rmtree(rdir)
+        same = dest_host == self.host
+        with open(os.path.join(idir, migmod.MOVE_FILE), "w") as f:
+            json.dump({"source_host": self.host, "dest_host": dest_host, "same_host": same}, f)
+        os.rename(idir, rdir)
+        try:
+            if same:
+                os.makedirs(idir, mode=0o755)
+                os.chmod(idir, 0o755)
+                for name in migmod.MOVED_FILES:
+                    src = os.path.join(rdir, name)
+                    if os.path.isfile(src):
+                        # The overlay keeps its backing file (_base/ is this host's): a cheap copy.
+                        _run("cp", "--sparse=always", "--reflink=auto", src, os.path.join(idir, name))
+                return []
+            out = os.path.join(rdir, "outgoing")
+            os.makedirs(out, mode=0o755)
+            files = []
+            root = os.path.join(rdir, "disk")
+            if os.path.isfile(root):
+                if _qemu_img_info(root, "qcow2").get("backing-filename"):
+                    flat = os.path.join(out, "disk")
+                    _run("qemu-img", "convert", "-q", "-f", "qcow2", "-O", "qcow2", root, flat)
+                    files.append(flat)
+                else:
+                    files.append(root)
+            for name in migmod.MOVED_FILES[1:]:
+                path = os.path.join(rdir, name)
+                if os.path.isfile(path) and os.access(path, os.R_OK):
+                    files.append(path)
+            return files
+        except BaseException:
+            if same and os.path.lexists(idir):
+                shutil.rmtree(idir, ignore_errors=True)
+            shutil.rmtree(os.path.join(rdir, "outgoing"), ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(rdir, migmod.MOVE_FILE))
+            os.rename(rdir, idir)
+            raise
+
+    async def receive_migration(self, instance: Instance, source_host: str) -> str:
+        async with self._operation(instance):
+            return await self._call(
+                f"cannot receive instance {instance.uuid}", self._receive_sync, instance, source_host
+            )
+
+    def _receive_sync(self, instance: Instance, source_host: str) -> str:
+        if source_host == self.host or self._find(instance.uuid) is not None:
+            raise DriverError(f"instance {instance.uuid} already exists on {self.host}")
+        idir = self._instance_dir(instance.uuid)
+        if os.path.lexists(idir):
+            # No domain uses it: what an interrupted earlier move to this host left.
+            LOG.warning("removing the leftover %s of an earlier move", idir)
+            shutil.rmtree(idir)
+        os.makedirs(idir, mode=0o755)
+        os.chmod(idir, 0o755)
+        return idir
+
+    async def finish_migration(self, instance: Instance, source_host: str, power_on: bool = True) -> None:
+        """Grow the disks that arrived in ``<uuid>/`` to the new flavor (``qemu-img resize``),
+        define the domain with its vCPUs and RAM, and start it if ``power_on``."""
+        async with self._operation(instance):
+            await self._call(
+                f"cannot finish the migration of instance {instance.uuid}",
+                self._finish_migration_sync,
+                instance,
+                power_on,
+            )
+
+    def _finish_migration_sync(self, instance: Instance, power_on: bool) -> None:
+        idir = self._instance_dir(instance.uuid)
+        root, eph = os.path.join(idir, "disk"), os.path.join(idir, "disk.eph0")
+        if not os.path.isfile(root) and not os.path.isfile(os.path.join(idir, "kernel")):
+            raise DriverError(f"the disks of instance {instance.uuid} are not on {self.host}")
+        for path, gb in ((root, instance.root_gb), (eph, instance.ephemeral_gb)):
+            if gb and os.path.isfile(path) and int(_qemu_img_info(path, "qcow2")["virtual-size"]) < gb * GiB:
+                _run("qemu-img", "resize", "-q", "-f", "qcow2", path, str(gb * GiB))
+        conn = self._connection()
+        try:
+            self._build(instance, conn, threading.Event(), reuse=True, start=power_on)
+        except BaseException:
+            # Cleanup duty: no domain left defined here; the disks stay (a hard reboot retries).
+            dom = self._find(instance.uuid)
+            if dom is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    self._hard_stop(dom)
+                    self._undefine(dom)
+            raise
+
+    async def confirm_migration(self, instance: Instance) -> None:
+        """Remove ``<uuid>_resize/``; after a move to another host also the powered-off
+        original domain (and its DHCP entries). Never a domain that runs here."""
+        async with self._operation(instance):
+            await self._call(f"cannot confirm the migration of {instance.uuid}", self._confirm_sync, instance)
+
+    def _confirm_sync(self, instance: Instance) -> None:
+        rdir = self._resize_dir(instance.uuid)
+        if not os.path.lexists(rdir):
+            return  # confirmed already
+        info: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            with open(os.path.join(rdir, migmod.MOVE_FILE)) as f:
+                info = json.load(f)
+        if not info.get("same_host"):
+            conn = self._connection()
+            dom = self._find(instance.uuid)
+            if dom is not None and not dom.isActive():
+                macs: set[tuple[str, str]] = set()
+                with contextlib.suppress(libvirt.libvirtError, ET.ParseError):
+                    macs = set(domain_macs(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
+                self._undefine(dom)
+                for mac, net in sorted(macs):
+                    netmod.remove_dhcp_host(conn, net, mac)
+                    netmod.release_leases(conn, net, mac=mac)
+            elif dom is not None:
+                LOG.warning("instance %s runs on %s: its domain is kept at confirm", instance.uuid, self.host)
+        shutil.rmtree(rdir)
+
+    async def finish_revert_migration(self, instance: Instance, power_on: bool = True) -> None:
+        """Put ``<uuid>_resize/`` back as ``<uuid>/`` (whatever the resized copy left there goes)
+        and define the domain again with ``instance``'s (old) flavor, started if ``power_on``.
+        Also what the agent calls when the disks could not be sent."""
+        async with self._operation(instance):
+            await self._call(f"cannot revert the migration of {instance.uuid}", self._revert_sync, instance, power_on)
+
+    def _revert_sync(self, instance: Instance, power_on: bool) -> None:
+        idir, rdir = self._instance_dir(instance.uuid), self._resize_dir(instance.uuid)
+        conn = self._connection()
+        dom = self._find(instance.uuid)
+        if not os.path.isdir(rdir):
+            if dom is not None and os.path.isdir(idir):  # reverted already
+                if power_on and not dom.isActive():
+                    dom.create()
+                return
+            raise DriverError(
+                f"the original disks of instance {instance.uuid} are gone from {self.host}: it cannot be reverted"
+            )
+        if dom is not None and dom.isActive():
+            self._hard_stop(dom)  # a resized copy still running here (same host): it goes
+        if os.path.lexists(idir):
+            shutil.rmtree(idir)
+        shutil.rmtree(os.path.join(rdir, "outgoing"), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(rdir, migmod.MOVE_FILE))
+        os.rename(rdir, idir)
+        self._build(instance, conn, threading.Event(), reuse=True, start=power_on)
+
+    # -- live migration (issue 10, second half) ---------------------------------------------
+
+    async def check_can_live_migrate_destination(
+        self, instance: Instance, source_host: str, block_migration: bool | None
+    ) -> dict[str, Any]:
+        """Block migration only (no shared storage assumed); returns where the source's
+        daemon reaches this one and the paths and networks the guest gets here."""
+        if block_migration is False:
+            raise DriverError(
+                f"{self.host} is not on shared storage: Shared storage live-migration requires either"
+                " shared storage or boot-from-volume with no local disks."
+            )
+        what = f"cannot live-migrate instance {instance.uuid} to {self.host}"
+        if await self._call(what, self._find, instance.uuid) is not None:
+            raise DriverError(f"instance {instance.uuid} already exists on {self.host}")
+        return {
+            "block_migration": True,
+            "uri": self.migration_uri,
+            "migrate_uri": f"tcp://{self.migration_address}" if self.migration_address else None,
+            "instance_dir": self._instance_dir(instance.uuid),
+            "vnc_listen": self.vnc_listen,
+            "host": self.host,
+            "networks": {p.mac.lower(): self._libvirt_network(p) for p in instance.ports},
+        }
+
+    async def pre_live_migration(self, instance: Instance, source_host: str, migrate_data: dict[str, Any]) -> None:
+        """Make ``<uuid>/`` with empty disks of the guest's sizes for the block copy to fill
+        (a transient storage pool lets libvirt make a disk whose size only the source knows),
+        a config drive made anew, kernel copies from the image cache, DHCP entries."""
+        async with self._operation(instance):
+            what = f"cannot prepare {self.host} for instance {instance.uuid}"
+            try:
+                await self._call(what, self._pre_live_sync, instance)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self._rollback_live_sync, instance)
+                raise
+
+    def _incoming_pool(self, uuid: str) -> str:
+        return f"novalite-incoming-{uuid}"
+
+    def _pre_live_sync(self, instance: Instance) -> None:
+        conn = self._connection()
+        if self._find(instance.uuid) is not None:
+            raise DriverError(f"instance {instance.uuid} already exists on {self.host}")
+        idir = self._instance_dir(instance.uuid)
+        if os.path.lexists(idir):
+            shutil.rmtree(idir)
+        os.makedirs(idir, mode=0o755)
+        os.chmod(idir, 0o755)
+        open(os.path.join(idir, migmod.INCOMING_FILE), "w").close()
+        image = instance.image
+        root = os.path.join(idir, "disk")
+        unknown = False
+        if instance.root_gb:
+            _run("qemu-img", "create", "-q", "-f", "qcow2", root, str(instance.root_gb * GiB))
+        elif image is not None and image.path and os.path.isfile(image.path):
+            size = int(_qemu_img_info(image.path, (image.disk_format or "raw").lower())["virtual-size"])
+            _run("qemu-img", "create", "-q", "-f", "qcow2", root, str(size))
+        else:
+            unknown = True
+        if instance.ephemeral_gb:
+            eph = os.path.join(idir, "disk.eph0")
+            _run("qemu-img", "create", "-q", "-f", "qcow2", eph, f"{instance.ephemeral_gb}G")
+        if unknown:
+            # Only the source knows the root disk's size: libvirt creates the disks it does
+            # not find in a storage pool over the directory, with the size the source sends.
+            name = self._incoming_pool(instance.uuid)
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.storagePoolLookupByName(name).destroy()
+            conn.storagePoolCreateXML(
+                f"<pool type='dir'><name>{name}</name><target><path>{idir}</path></target></pool>", 0
+            )
+        if instance.config_drive or self.force_config_drive:
+            configdrive.build_config_drive(instance, os.path.join(idir, "disk.config"))
+        if image is not None and image.kernel_path:
+            shutil.copyfile(image.kernel_path, os.path.join(idir, "kernel"))
+            if image.ramdisk_path:
+                shutil.copyfile(image.ramdisk_path, os.path.join(idir, "ramdisk"))
+        for port in instance.ports:
+            net = self._libvirt_network(port)
+            if net and port.ip:
+                netmod.add_dhcp_host(conn, net, port.mac, port.ip, _dhcp_name(instance.hostname or instance.name))
+                netmod.release_leases(conn, net, ip=port.ip, mac=port.mac.lower())
+
+    async def live_migration(
+        self,
+        instance: Instance,
+        dest_host: str,
+        migrate_data: dict[str, Any],
+        progress: Callable[[LiveMigrationProgress], Awaitable[None]],
+    ) -> None:
+        """``migrateToURI3`` (live, peer-to-peer, block copy of the writable disks, persistent
+        on the destination, undefined here) with the destination's XML; ``jobStats`` every
+        half second as progress. Afterwards the instance directory here is removed."""
+        what = f"cannot live-migrate instance {instance.uuid} to {dest_host}"
+        uri = migrate_data.get("uri")
+        if not uri:
+            raise DriverError(f"{what}: the destination did not say where its libvirt daemon is (migration_uri)")
+        async with self._operation(instance):
+            dom = await self._call(what, self._lookup, instance.uuid)
+            state = await self._call(what, self._dom_state, dom)
+            if state not in (PowerState.RUNNING, PowerState.PAUSED):
+                raise InvalidState(f"{what}: a guest in power state {state.name} cannot be live-migrated")
+            xml = await self._call(what, dom.XMLDesc, libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+            dest_xml = migmod.destination_xml(
+                xml,
+                self._instance_dir(instance.uuid),
+                str(migrate_data.get("instance_dir") or self._instance_dir(instance.uuid)),
+                dest_host,
+                migrate_data.get("vnc_listen"),
+                dict(migrate_data.get("networks") or {}),
+            )
+            params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml}
+            if migrate_data.get("migrate_uri"):
+                params[libvirt.VIR_MIGRATE_PARAM_URI] = str(migrate_data["migrate_uri"])
+            disks = migmod.writable_disks(xml)
+            if disks:
+                params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = disks
+            if self.live_migration_bandwidth:
+                params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = self.live_migration_bandwidth
+            flags = (
+                libvirt.VIR_MIGRATE_LIVE
+                | libvirt.VIR_MIGRATE_PEER2PEER
+                | libvirt.VIR_MIGRATE_PERSIST_DEST
+                | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+            )
+            if disks:
+                flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+            job = self._live[instance.uuid] = _LiveJob(dom, paused_before=state == PowerState.PAUSED)
+            fut = asyncio.ensure_future(asyncio.to_thread(dom.migrateToURI3, uri, params, flags))
+            try:
+                while not fut.done():
+                    await asyncio.wait({fut}, timeout=0.5)
+                    if fut.done():
+                        break
+                    stats = await asyncio.to_thread(self._job_stats, dom)
+                    if stats:
+                        with contextlib.suppress(Exception):
+                            await progress(migmod.progress_from_stats(stats))
+                try:
+                    fut.result()
+                except Exception as exc:
+                    if job.aborted:
+                        raise MigrationAborted(f"live migration of {instance.uuid} aborted") from None
+                    raise _translate(exc, what) from None
+            except BaseException:
+                if not fut.done():  # the agent is stopping: the copy must not go on alone
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(dom.abortJob)
+                    with contextlib.suppress(BaseException):
+                        await asyncio.wait({fut}, timeout=30)
+                if job.forced and not job.paused_before:
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(dom.resume)  # force complete paused it: it goes on here
+                raise
+            finally:
+                self._live.pop(instance.uuid, None)
+            try:
+                await asyncio.to_thread(self._after_live_sync, instance, xml)
+            except Exception:  # the guest runs there: a leftover here is no failure of the move
+                LOG.exception("cleanup of %s after its live migration failed", instance.uuid)
+
+    @staticmethod
+    def _job_stats(dom: Any) -> dict[str, Any]:
+        try:
+            stats: dict[str, Any] = dom.jobStats()
+        except libvirt.libvirtError:
+            return {}
+        return stats if stats.get("type", 0) != libvirt.VIR_DOMAIN_JOB_NONE else {}
+
+    def _after_live_sync(self, instance: Instance, xml: str) -> None:
+        """The guest left: its files here and its DHCP entries go (the domain is undefined)."""
+        conn = self._connection()
+        dom = self._find(instance.uuid)
+        if dom is not None and not dom.isActive():
+            self._undefine(dom)  # an older libvirt that kept the definition
+        with contextlib.suppress(ET.ParseError):
+            for mac, net in sorted(set(domain_macs(xml))):
+                netmod.remove_dhcp_host(conn, net, mac)
+        idir = self._instance_dir(instance.uuid)
+        if self._find(instance.uuid) is None and os.path.lexists(idir):
+            shutil.rmtree(idir)
+        self._known_state.pop(instance.uuid, None)
+
+    def _running_job(self, instance: Instance) -> _LiveJob:
+        job = self._live.get(instance.uuid)
+        if job is None:
+            raise InvalidState(f"no live migration of {instance.uuid} is running on {self.host}")
+        return job
+
+    async def live_migration_abort(self, instance: Instance) -> None:
+        job = self._running_job(instance)
+        job.aborted = True
+        await self._call(f"cannot abort the live migration of {instance.uuid}", job.dom.abortJob)
+
+    async def live_migration_force_complete(self, instance: Instance) -> None:
+        """Pause the guest for the rest of the copy (it converges: nothing is dirtied) and lift
+        any bandwidth limit of the memory copy; libvirt starts it on the destination when the
+        copy ends (it was running when the migration began)."""
+        job = self._running_job(instance)
+        what = f"cannot force the live migration of {instance.uuid} to complete"
+        if not job.paused_before and not job.forced:
+            job.forced = True
+            await self._call(what, job.dom.suspend)
+        with contextlib.suppress(DriverError):
+            await self._call(what, job.dom.migrateSetMaxSpeed, 1 << 20)  # MiB/s: no limit
+
+    async def post_live_migration_at_destination(self, instance: Instance, source_host: str) -> None:
+        """The guest is ours: libvirt persisted it (``PERSIST_DEST``); the preparation's marker
+        and transient pool go, the definition is written for operators."""
+        async with self._operation(instance):
+            await self._call(f"cannot finish the live migration of {instance.uuid}", self._post_live_sync, instance)
+
+    def _post_live_sync(self, instance: Instance) -> None:
+        conn = self._connection()
+        dom = self._lookup(instance.uuid)
+        self._drop_incoming_pool(conn, instance.uuid)
+        idir = self._instance_dir(instance.uuid)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(idir, migmod.INCOMING_FILE))
+        with contextlib.suppress(OSError, libvirt.libvirtError):
+            with open(os.path.join(idir, "libvirt.xml"), "w") as f:
+                f.write(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+
+    def _drop_incoming_pool(self, conn: Any, uuid: str) -> None:
+        try:
+            pool = conn.storagePoolLookupByName(self._incoming_pool(uuid))
+        except libvirt.libvirtError:
+            return
+        with contextlib.suppress(libvirt.libvirtError):
+            pool.destroy()  # transient: destroying it undefines it, the files stay
+
+    async def rollback_live_migration_at_destination(self, instance: Instance) -> None:
+        """Remove what the preparation made (and a partial copy) — only while the marker of an
+        incoming guest is there: a guest that is this host's for good is never touched."""
+        async with self._operation(instance):
+            await self._call(
+                f"cannot roll back the live migration of {instance.uuid}", self._rollback_live_sync, instance
+            )
+
+    def _rollback_live_sync(self, instance: Instance) -> None:
+        conn = self._connection()
+        self._drop_incoming_pool(conn, instance.uuid)
+        idir = self._instance_dir(instance.uuid)
+        dom = self._find(instance.uuid)
+        if dom is not None and not os.path.exists(os.path.join(idir, migmod.INCOMING_FILE)):
+            return  # this host's guest for good (or one this rollback does not know)
+        self._destroy_sync(instance)
 
     # -- consoles ---------------------------------------------------------------------------
 

@@ -33,9 +33,16 @@ class DiskSpec:
 
 @dataclass
 class NicSpec:
+    """A guest NIC: on the libvirt network ``network``, or (``bridge`` set) a tap on that
+    Linux bridge (issue 12's per-network bridges). ``target`` names the tap (Nova's
+    ``tap<port id>``, so the host firewall can know it before the guest starts)."""
+
     mac: str
-    network: str
+    network: str = ""
     model: str = "virtio"
+    bridge: str | None = None
+    target: str | None = None
+    mtu: int | None = None
 
 
 @dataclass
@@ -65,6 +72,29 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     if text is not None:
         el.text = text
     return el
+
+
+def _interface(parent: ET.Element, nic: NicSpec) -> ET.Element:
+    i = _sub(parent, "interface", type="bridge" if nic.bridge else "network")
+    _sub(i, "mac", address=nic.mac)
+    if nic.bridge:
+        _sub(i, "source", bridge=nic.bridge)
+    else:
+        _sub(i, "source", network=nic.network)
+    if nic.target:
+        _sub(i, "target", dev=nic.target)
+    _sub(i, "model", type=nic.model)
+    if nic.mtu:
+        _sub(i, "mtu", size=str(nic.mtu))
+    return i
+
+
+def interface_xml(nic: NicSpec) -> str:
+    """The ``<interface>`` element of one NIC alone (for ``attachDeviceFlags`` hot-plug)."""
+    root = ET.Element("devices")
+    el = _interface(root, nic)
+    ET.indent(el)
+    return ET.tostring(el, encoding="unicode")
 
 
 def build_domain_xml(spec: DomainSpec) -> str:
@@ -114,10 +144,7 @@ def build_domain_xml(spec: DomainSpec) -> str:
         if disk.readonly:
             _sub(d, "readonly")
     for nic in spec.nics:
-        i = _sub(devices, "interface", type="network")
-        _sub(i, "mac", address=nic.mac)
-        _sub(i, "source", network=nic.network)
-        _sub(i, "model", type=nic.model)
+        _interface(devices, nic)
     serial = _sub(devices, "serial", type="pty")
     if spec.console_log:
         # append: the log survives power cycles and suspend/resume (each QEMU start would
@@ -139,6 +166,17 @@ def parse_metadata(metadata_xml: str) -> dict[str, str]:
     """Read back the element libvirt returns for ``domain.metadata(ELEMENT, NOVALITE_NS)``."""
     root = ET.fromstring(metadata_xml)
     return {child.tag.rsplit("}", 1)[-1]: child.text or "" for child in root}
+
+
+def domain_bridges(domain_xml: str) -> list[str]:
+    """The Linux bridges the interfaces of a domain XML are on (``type='bridge'``)."""
+    root = ET.fromstring(domain_xml)
+    out = []
+    for iface in root.findall("./devices/interface[@type='bridge']"):
+        src = iface.find("source")
+        if src is not None and src.get("bridge"):
+            out.append(src.get("bridge", ""))
+    return out
 
 
 def domain_macs(domain_xml: str) -> list[tuple[str, str]]:

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from novalite_drivers.base import ComputeDriver, DriverError, Instance, InstanceNotFound, PowerState
+from novalite_drivers.base import ComputeDriver, DriverError, Instance, InstanceNotFound, Port, PowerState
 
 from novalite import states
 from novalite.agent.drivers import load_driver
@@ -87,6 +87,7 @@ class ComputeAgent(MoveOperations, ImageOperations):
 
     async def stop(self) -> None:
         await cancel_and_wait(self._tasks)
+        await self._close_transfers()  # the receiver of moved disks (issue 10), if it listens
         await self.driver.cleanup_host()
 
     async def _register(self, ctx: RequestContext) -> None:
@@ -505,6 +506,74 @@ class ComputeAgent(MoveOperations, ImageOperations):
                 return
             await self._conductor(ctx, "instance_destroyed", instance_uuid=uuid, host=self.host)
         self._locks.pop(uuid, None)
+
+    # -- network interfaces (issue 12) ------------------------------------------------------
+
+    async def attach_interface(self, ctx: RequestContext, instance: dict[str, Any], port: dict[str, Any]) -> None:
+        """Hot-plug a port the API attached (``os-interface``); the action event says how it went."""
+        await self._interface(ctx, instance, port, "compute_attach_interface", self.driver.attach_interface)
+
+    async def detach_interface(self, ctx: RequestContext, instance: dict[str, Any], port: dict[str, Any]) -> None:
+        """Unplug a port the API detached (``instance`` no longer lists it)."""
+        await self._interface(ctx, instance, port, "compute_detach_interface", self.driver.detach_interface)
+
+    async def _interface(
+        self,
+        ctx: RequestContext,
+        instance: dict[str, Any],
+        port: dict[str, Any],
+        event: str,
+        work: Callable[[Instance, Port], Awaitable[None]],
+    ) -> None:
+        uuid = instance["uuid"]
+        started = now_iso()
+        async with self._lock(uuid):
+            try:
+                await work(Instance.from_dict(instance), Port(**port))
+            except Exception as exc:
+                message = str(exc) if isinstance(exc, DriverError) else f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "compute.interface_failed", instance=uuid, action_event=event, port=port.get("id"), error=message
+                )
+                if event == "compute_attach_interface":
+                    try:  # Nova's rollback: the server does not keep a NIC its guest lacks
+                        await self._conductor(
+                            ctx, "interface_attach_failed", instance_uuid=uuid, host=self.host, port_id=port.get("id")
+                        )
+                    except BusError as report_exc:
+                        log.warning("compute.interface_rollback_failed", instance=uuid, error=str(report_exc))
+                await self._record_outcome(ctx, uuid, event, started, {}, exc, fault=message)
+                return
+            await self._record_outcome(ctx, uuid, event, started, {})
+        log.info("compute.interface_done", instance=uuid, action_event=event, port=port.get("id"))
+
+    async def update_port_security(self, ctx: RequestContext, instance: dict[str, Any], port: dict[str, Any]) -> None:
+        """Apply a port's new security now (a rule of one of its groups added or removed, a
+        group added to or removed from it, port security or address pairs changed): ``port``
+        is the driver's ``Port`` as plain JSON, rules already resolved to addresses.
+
+        Not under the instance's lock, on purpose: the rules must hold within a second, even
+        while a long operation (a build, a migration) runs on the server. Failures are logged
+        (the next update, or the next plug, brings the host back in line)."""
+        known = set(Port.__dataclass_fields__)
+        try:
+            await self.driver.update_port_security(
+                Instance.from_dict(instance), Port(**{k: v for k, v in port.items() if k in known})
+            )
+        except Exception as exc:
+            log.warning(
+                "compute.port_security_failed", instance=instance.get("uuid"), port=port.get("id"), error=str(exc)
+            )
+            return
+        log.info("compute.port_security_applied", instance=instance.get("uuid"), port=port.get("id"))
+
+    async def set_overlay_peers(self, ctx: RequestContext, network_id: str, vni: int, peers: list[str]) -> None:
+        """The other hosts' tunnel endpoints for a VXLAN network (the whole list, see
+        :meth:`ComputeDriver.set_overlay_peers`). Failures are logged."""
+        try:
+            await self.driver.set_overlay_peers(network_id, int(vni), [str(p) for p in peers])
+        except Exception as exc:
+            log.warning("compute.overlay_peers_failed", network=network_id, error=str(exc))
 
     async def get_console_output(self, ctx: RequestContext, instance: dict[str, Any]) -> str:
         return await self.driver.get_console_output(Instance.from_dict(instance))

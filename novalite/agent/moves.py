@@ -3,9 +3,13 @@
 
 A resize or cold migration, as Nova's compute manager runs it:
 
-1. source ``resize_instance``: the driver powers the guest off and sends its disks
-   (``migrate_disk_and_power_off``); the conductor then points the instance at the
-   destination and casts ``finish_resize`` there;
+1. source ``resize_instance``: the driver powers the guest off and names the files of its
+   disks (``migrate_disk_and_power_off``); to another host the agent streams them to the
+   destination's agent (:mod:`novalite.agent.transfer`: the conductor's ``migration_transfer``
+   gives a one-time ticket and the destination's receiver URL, which the destination
+   answered to ``expect_migration_files``); if they cannot be sent the driver brings the
+   guest back (``finish_revert_migration``) and the step fails. The conductor then points
+   the instance at the destination and casts ``finish_resize`` there;
 2. destination ``finish_resize``: the driver creates and starts the guest with the new
    flavor (``finish_migration``); the server is VERIFY_RESIZE;
 3. source ``confirm_resize`` (the original goes: ``confirm_migration``), or destination
@@ -43,7 +47,8 @@ from novalite_drivers.base import (
 )
 
 from novalite import states
-from novalite.bus import BusError
+from novalite.agent.transfer import TransferReceiver, send_files
+from novalite.bus import BusError, RemoteError
 from novalite.context import RequestContext
 from novalite.log import get_logger
 from novalite.runtime import Runtime
@@ -71,6 +76,8 @@ class MoveOperations:
     _lock: Callable[[str], asyncio.Lock]
     _conductor: Callable[..., Awaitable[Any]]
     prepare_image: Callable[..., Awaitable[None]]
+    #: The receiver of cold moves' disks (started when the first transfer is expected).
+    _receiver: TransferReceiver | None = None
 
     async def _power_of(self, inst: Instance) -> int:
         try:
@@ -140,9 +147,67 @@ class MoveOperations:
         """Source host: power off and send the disks to the destination."""
 
         async def work(inst: Instance) -> None:
-            await self.driver.migrate_disk_and_power_off(inst, migration["dest_compute"], flavor)
+            running = await self._power_of(inst) == int(PowerState.RUNNING)
+            files = await self.driver.migrate_disk_and_power_off(inst, migration["dest_compute"], flavor)
+            if not files or migration["dest_compute"] == self.host:
+                return
+            try:
+                try:
+                    target = await self._conductor(
+                        ctx,
+                        "migration_transfer",
+                        instance_uuid=inst.uuid,
+                        migration_uuid=migration["uuid"],
+                        host=self.host,
+                    )
+                except RemoteError as exc:
+                    raise DriverError(f"{migration['dest_compute']} cannot take the disks: {exc.message}") from None
+                t0 = time.perf_counter()
+                sent = await send_files(str(target["url"]), str(target["ticket"]), list(files))
+                log.info(
+                    "compute.move_disks_sent",
+                    instance=inst.uuid,
+                    dest=migration["dest_compute"],
+                    bytes=sent,
+                    s=round(time.perf_counter() - t0, 2),
+                )
+            except Exception:
+                # The move fails on the source: the guest comes back as it was (the driver's
+                # files of the move go with it), so the server goes on here.
+                try:
+                    await self.driver.finish_revert_migration(inst, power_on=running)
+                except Exception as exc:
+                    log.error("compute.move_restore_failed", instance=inst.uuid, error=_message(exc))
+                raise
 
         await self._step(ctx, "resize_instance", instance, migration, work)
+
+    def _transfer_receiver(self) -> TransferReceiver:
+        receiver = self._receiver
+        if receiver is None:
+            settings = self.rt.settings
+            receiver = TransferReceiver(settings.migration_listen, settings.migration_address)
+            self._receiver = receiver
+        return receiver
+
+    async def _close_transfers(self) -> None:
+        """At agent stop: the receiver stops listening (transfers still expected are dropped)."""
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            await receiver.close()
+
+    async def expect_migration_files(
+        self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any], ticket: str
+    ) -> dict[str, str]:
+        """Destination host (a call from the conductor, for the source's agent): get ready to
+        receive a cold move's files with ``ticket``; answers the receiver's URL."""
+        if migration.get("dest_compute") != self.host:
+            raise PermissionError(f"migration {migration.get('uuid')} does not go to {self.host}")
+        inst = Instance.from_dict(instance)
+        inbox = await self.driver.receive_migration(inst, str(migration["source_compute"]))
+        url = await self._transfer_receiver().expect(str(migration["uuid"]), inst.uuid, ticket, inbox)
+        log.info("compute.move_disks_expected", instance=inst.uuid, source=migration["source_compute"])
+        return {"url": url}
 
     async def finish_resize(
         self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any], power_on: bool = True
@@ -160,6 +225,26 @@ class MoveOperations:
     async def confirm_resize(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> None:
         """Source host: the move is confirmed, remove the original guest."""
         await self._step(ctx, "confirm_resize", instance, migration, self.driver.confirm_migration)
+
+    async def clean_resize_source(
+        self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]
+    ) -> None:
+        """Source host: the server was deleted while it waited in VERIFY_RESIZE; remove the
+        original guest and the disks kept for a revert (what a confirm removes).
+
+        Nothing is reported: the delete ends the move (its migration is marked ``error``
+        and its claims freed with the instance). Idempotent: nothing left is fine.
+        """
+        async with self._lock(instance["uuid"]):
+            inst = Instance.from_dict(instance)
+            try:
+                await self.driver.confirm_migration(inst)
+            except InstanceNotFound:
+                pass
+            except Exception as exc:
+                log.warning("compute.resize_source_cleanup_failed", instance=inst.uuid, error=_message(exc))
+                return
+        log.info("compute.resize_source_cleaned", instance=instance["uuid"], migration=migration["uuid"])
 
     async def revert_resize(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> None:
         """Destination host: destroy the resized guest; the conductor then sends the server back."""
@@ -225,6 +310,13 @@ class MoveOperations:
         async def work(inst: Instance) -> dict[str, Any]:
             source = migration["source_compute"]
             data = await self.driver.check_can_live_migrate_destination(inst, source, block_migration)
+            if self.driver.needs_image_file and inst.image is not None:
+                # Kernel copies and the root disk's size come from the image, when this host
+                # has it (cached, or allowed to fetch it); the driver copes without.
+                try:
+                    await self.prepare_image(ctx, inst)
+                except Exception as exc:
+                    log.info("compute.live_migration_image_unavailable", instance=inst.uuid, error=_message(exc))
             await self.driver.pre_live_migration(inst, source, data)
             return data
 

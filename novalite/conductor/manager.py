@@ -30,7 +30,7 @@ from novalite.log import bind_request_id, get_logger
 from novalite.relay import cast_after_commit
 from novalite.runtime import ControllerRuntime
 from novalite.servicegroup import is_up
-from novalite.store import actions, hosts, placement
+from novalite.store import actions, hosts, placement, server_ports
 from novalite.store import servers as records
 from novalite.tasks import cancel_and_wait
 from novalite.timeutil import parse_iso, utcnow
@@ -514,7 +514,10 @@ class ConductorManager(MoveTasks, ImageTasks):
             if row is None or row.deleted or row.host != host:
                 log.warning("conductor.destroyed_elsewhere", instance=instance_uuid, host=host)
                 return
-            await records.finalize_delete(conn, instance_uuid)
+            groups = await records.finalize_delete(conn, instance_uuid)
+            # Its ports left their groups: the other guests' rules follow (issue 12).
+            for topic, args in await server_ports.port_security_updates(conn, group_ids=groups):
+                await cast_after_commit(conn, ctx, topic, "update_port_security", **args)
             deleting_since = await actions.record_event(
                 conn,
                 instance_uuid,
@@ -528,6 +531,19 @@ class ConductorManager(MoveTasks, ImageTasks):
         # The agent reports no start of its destroy: a delete is timed from its request.
         seconds = (utcnow() - deleting_since).total_seconds() if deleting_since else None
         self.rt.metrics.observe_server_action("compute_terminate_instance", "Success", seconds)
+
+    async def interface_attach_failed(self, ctx: RequestContext, instance_uuid: str, host: str, port_id: str) -> None:
+        """The hypervisor refused a NIC the API attached (issue 12): undo the attach, as Nova
+        does (the user's port unbound, a port made for it deleted)."""
+        require_host(ctx, host, "interface_attach_failed")
+        async with self.rt.db.begin() as conn:
+            row = await records.get_instance(conn, instance_uuid, lock=True)
+            if row is None or row.deleted or row.host != host:
+                return
+            for port in await server_ports.server_ports(conn, instance_uuid):
+                if port.id == port_id:
+                    await server_ports.unbind_or_delete(conn, port)
+                    await records.update_instance(conn, instance_uuid)  # its view shows the ports
 
     async def image_tickets(self, ctx: RequestContext, instance_uuid: str, host: str) -> dict[str, str]:
         """Download tickets for the images an instance on ``host`` boots from (its image, kernel,

@@ -24,6 +24,7 @@ so its methods are served on the ``conductor`` topic like the others.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -481,6 +482,43 @@ class MoveTasks:
         await records.update_instance(conn, row.uuid, **values)
         await moves.update_migration(conn, mig.uuid, status="reverted")
         await actions.finish_action(conn, row.uuid, ctx.request_id)
+
+    async def migration_transfer(
+        self, ctx: RequestContext, instance_uuid: str, migration_uuid: str, host: str
+    ) -> dict[str, str]:
+        """The source of a cold move asks where to send its disks (novalite.agent.transfer): a
+        one-time ticket for this migration, registered with the destination's agent, and the
+        URL its receiver answered. Only the source, while the migration is ``migrating``."""
+        require_host(ctx, host, "migration_transfer")
+        async with self.rt.db.connect() as conn:
+            row = await records.get_instance(conn, instance_uuid)
+            mig = await moves.get_migration(conn, migration_uuid)
+            if (
+                row is None
+                or mig is None
+                or row.deleted
+                or mig.instance_uuid != instance_uuid
+                or mig.source_compute != host
+                or mig.status != "migrating"
+                or not mig.dest_compute
+                or mig.dest_compute == host
+            ):
+                raise PermissionError(f"no move of instance {instance_uuid} from {host} is sending disks")
+            payload = await records.payload_from_row(conn, row)
+        ticket = secrets.token_urlsafe(32)
+        try:
+            target = await self.rt.bus.call(
+                ctx,
+                f"compute.{mig.dest_compute}",
+                "expect_migration_files",
+                instance=payload,
+                migration=migration_payload(mig),
+                ticket=ticket,
+                timeout=self.settings.rpc_timeout,
+            )
+        except RemoteError as exc:
+            raise RuntimeError(exc.message) from None  # the destination's reason, not wrapped twice
+        return {"url": str(target["url"]), "ticket": ticket}
 
     # -- automatic confirm ------------------------------------------------------------------
 

@@ -6,6 +6,9 @@ task of every conductor deletes those whose soft delete is older than the interv
 normal delete path: ``terminate_instance`` to the host's agent through the outbox (the agent
 reports ``instance_destroyed``, which frees the claim), or — host down — a local delete.
 Several conductors may run it: each delete is a conditional UPDATE, so one of them wins.
+A reclaimed server that was shelved (SHELVED on its host, or SHELVED_OFFLOADED on none) loses
+its shelve image too, as with any delete: ``delete_shelved_image`` to the conductor through
+the outbox, in the reclaim's transaction (see :func:`novalite.store.shelved.shelve_image_to_delete`).
 
 It also puts SOFT_DELETED back on soft-deleted servers whose power-off did not end in that
 state (it failed, or an older agent ran it; see :func:`novalite.states.is_soft_deleted`).
@@ -26,6 +29,7 @@ from novalite.relay import cast_after_commit
 from novalite.runtime import ControllerRuntime
 from novalite.store import actions
 from novalite.store import servers as records
+from novalite.store.shelved import shelve_image_to_delete
 from novalite.timeutil import utcnow
 
 log = get_logger("novalite.conductor.reclaim")
@@ -98,6 +102,11 @@ async def _delete(rt: ControllerRuntime, ctx: RequestContext, row: Any) -> bool:
         ):
             return False
         await actions.start_action(conn, row.uuid, "delete", ctx.request_id, ctx.user_id, row.project_id)
+        shelve_image = shelve_image_to_delete(row)
+        if shelve_image:
+            await cast_after_commit(
+                conn, ctx, "conductor", "delete_shelved_image", instance_uuid=row.uuid, image_id=shelve_image
+            )
         if not host_up:
             log.warning("conductor.reclaim_local_delete", instance=row.uuid, host=row.host, reason="host down")
             await records.finalize_delete(conn, row.uuid)

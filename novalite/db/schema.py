@@ -329,6 +329,10 @@ ports = Table(
     Column("tags", JSON),
     ts("updated_at"),
     Column("revision_number", Integer, nullable=False, server_default="0"),
+    # What Nova keeps about a server's port (migration 0006; novalite.store.server_ports).
+    Column("device_tag", String(60)),
+    Column("device_index", Integer, nullable=False, server_default="0"),
+    Column("preserve_on_delete", Boolean, nullable=False, server_default="0"),
 )
 
 console_auth_tokens = Table(

@@ -98,6 +98,10 @@ def _visible_project(ctx: RequestContext, column: Any) -> Any:
     return sa.true() if ctx.is_admin else column == ctx.project_id
 
 
+#: What the caller sees of a project-owned table (compute's server_ports uses it too).
+visible_project = _visible_project
+
+
 def _stamp_update(values: dict[str, Any], table: Any) -> dict[str, Any]:
     return {**values, "updated_at": utcnow(), "revision_number": table.c.revision_number + 1}
 
@@ -836,6 +840,11 @@ async def update_security_group(conn: Connection, ctx: RequestContext, group_id:
             .where(t.security_groups.c.id == group_id)
             .values(**_stamp_update(values, t.security_groups))
         )
+    if "name" in values:  # servers' views list their ports' groups by name
+        p = t.ports
+        bound = sa.select(p.c.instance_uuid, p.c.security_groups).where(p.c.instance_uuid.is_not(None))
+        rows = await conn.execute(bound)
+        await touch_servers(conn, sorted({r.instance_uuid for r in rows if group_id in (r.security_groups or [])}))
 
 
 async def ports_using_group(conn: Connection, group_id: str) -> int:
@@ -1325,7 +1334,7 @@ async def update_port(conn: Connection, ctx: RequestContext, port_id: str, body:
             f"{values.get('mac')} is in use.",
             "MacAddressInUse",
         ) from None
-    if row.instance_uuid and ({"fixed_ips", "mac_address"} & set(body)):
+    if row.instance_uuid and ({"fixed_ips", "mac_address", "security_groups"} & set(body)):
         await touch_servers(conn, [row.instance_uuid])
 
 

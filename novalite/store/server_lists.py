@@ -22,7 +22,7 @@ from novalite.db import Connection
 from novalite.db import schema as t
 from novalite.errors import Invalid
 from novalite.servicegroup import is_up
-from novalite.store import hosts
+from novalite.store import hosts, server_ports
 from novalite.store.servers import shown_faults
 
 #: Sort keys ``GET /servers`` accepts, and their columns.
@@ -187,6 +187,7 @@ class Extras:
     ports: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
     faults: dict[str, Any] = field(default_factory=dict)
     host_up: dict[str, tuple[bool, bool]] = field(default_factory=dict)  # host -> (up, disabled)
+    group_names: dict[str, str] = field(default_factory=dict)  # the ports' security groups: id -> name
 
 
 async def load_extras(
@@ -208,9 +209,14 @@ async def load_extras(
         ):
             extras.metadata[m.instance_uuid][m.key] = m.value
         for p in await conn.execute(
-            sa.select(t.ports).where(t.ports.c.instance_uuid.in_(chunk)).order_by(t.ports.c.created_at)
+            sa.select(t.ports)
+            .where(t.ports.c.instance_uuid.in_(chunk))
+            .order_by(t.ports.c.device_index, t.ports.c.created_at, t.ports.c.id)
         ):
             extras.ports[p.instance_uuid].append(p)
+    if contents:
+        wanted = {g for ports in extras.ports.values() for p in ports for g in (p.security_groups or [])}
+        extras.group_names = await server_ports.group_names(conn, wanted)
     if faults:
         extras.faults = await shown_faults(conn, [r.uuid for r in rows if r.vm_state in (states.ERROR, states.DELETED)])
     if host_status:

@@ -23,7 +23,7 @@ from novalite.db import Connection
 from novalite.db import schema as t
 from novalite.errors import Invalid, NotFound, QuotaExceeded
 from novalite.servicegroup import is_up
-from novalite.store import actions, hosts, placement
+from novalite.store import actions, hosts, placement, server_ports
 from novalite.store.migrations import release_for_deleted_instance
 from novalite.store.network import allocate_port
 from novalite.store.quotas import instances_that_fit, limits_for, lock_project_usage, quota_overs, usage_for
@@ -45,7 +45,6 @@ _LIVE_INSTANCE = _INSTANCE.where(t.instances.c.deleted.is_(False))
 _INSTANCE_LOCKED = _INSTANCE.with_for_update()
 _LIVE_INSTANCE_LOCKED = _LIVE_INSTANCE.with_for_update()
 _METADATA = sa.select(t.instance_metadata).where(t.instance_metadata.c.instance_uuid == sa.bindparam("uuid_"))
-_PORTS = sa.select(t.ports).where(t.ports.c.instance_uuid == sa.bindparam("uuid_"))
 
 
 async def get_instance(
@@ -196,6 +195,8 @@ class NewInstances:
     scheduler_hints: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
     with_port: bool = False
+    #: The resolved ``networks``/``security_groups`` (issue 12); when set, ``with_port`` is ignored.
+    network_plan: server_ports.NetworkPlan | None = None
 
 
 async def create_instances(conn: Connection, settings: Settings, new: NewInstances) -> list[str]:
@@ -245,7 +246,11 @@ async def create_instances(conn: Connection, settings: Settings, new: NewInstanc
                 t.instance_metadata.insert(),
                 [{"instance_uuid": uuid, "key": k, "value": v} for k, v in new.metadata.items()],
             )
-        if new.with_port:
+        if new.network_plan is not None:
+            await server_ports.attach_planned(
+                conn, new.network_plan, uuid, new.project_id or "", new.availability_zone or settings.availability_zone
+            )
+        elif new.with_port:
             await allocate_port(conn, settings, uuid)
         await actions.start_action(conn, uuid, "create", new.request_id, new.user_id, new.project_id)
     return uuids
@@ -285,8 +290,9 @@ async def instances_allowed(
     return min(max_count, bound)
 
 
-async def finalize_delete(conn: Connection, instance_uuid: str) -> None:
-    """Mark an instance deleted and free what it held (allocations, ports, console tokens).
+async def finalize_delete(conn: Connection, instance_uuid: str) -> set[str]:
+    """Mark an instance deleted and free what it held (allocations, ports, console tokens);
+    the security groups its ports were in (issue 12: other guests' rules list their members).
 
     The row is marked first: the UPDATE locks it, so a scheduler's claim for it (which locks
     the row and refuses a deleted instance) either committed before — and is released
@@ -305,8 +311,9 @@ async def finalize_delete(conn: Connection, instance_uuid: str) -> None:
     )
     await placement.release(conn, instance_uuid)
     await release_for_deleted_instance(conn, instance_uuid)  # a move's claims (issue 10)
-    await conn.execute(t.ports.delete().where(t.ports.c.instance_uuid == instance_uuid))
+    groups = await server_ports.release_ports(conn, instance_uuid)  # the user's ports kept, unbound (issue 12)
     await conn.execute(t.console_auth_tokens.delete().where(t.console_auth_tokens.c.instance_uuid == instance_uuid))
+    return groups
 
 
 # -- metadata -------------------------------------------------------------------------------
@@ -364,10 +371,7 @@ async def instance_payload(conn: Connection, instance_uuid: str) -> dict[str, An
 
 async def payload_from_row(conn: Connection, row: Any) -> dict[str, Any]:
     meta = await get_metadata(conn, row.uuid)
-    ports = [
-        {"mac": p.mac, "ip": p.ip, "network": p.network}
-        for p in await conn.execute(_PORTS, {"uuid_": row.uuid})
-    ]
+    ports = await server_ports.payload_ports(conn, row.uuid)
     flavor = row.flavor or {}
     image = None
     if row.image_ref:

@@ -295,6 +295,17 @@ TABLE: list[Row] = [
     Row("PUT", SERVER,                                            401, 403, 200, 200, 404, 200,
         body={"server": {"name": SECRET + "-server"}}),
     Row("DELETE", SERVER,                                         401, 403, 204, 204, 404, 204, fresh="server"),
+    Row("GET", SERVER + "/ips",                                   401, 200, 200, 200, 404, 200),
+    Row("GET", SERVER + "/ips/{network}",                         401, 200, 200, 200, 404, 200,
+        args={"network": "{net_name}"}, fresh="networked_server"),
+    Row("GET", SERVER + "/os-interface",                          401, 200, 200, 200, 404, 200),
+    Row("GET", SERVER + "/os-security-groups",                    401, 200, 200, 200, 404, 200),
+    Row("GET", SERVER + "/os-interface/{port_id}",                401, 200, 200, 200, 404, 200,
+        fresh="networked_server"),
+    Row("POST", SERVER + "/os-interface",                         401, 403, 200, 200, 404, 200,
+        body={"interfaceAttachment": {"net_id": "{network_id}"}}, fresh="server"),
+    Row("DELETE", SERVER + "/os-interface/{port_id}",             401, 403, 202, 202, 404, 202,
+        fresh="networked_server"),
     # -- Nova: server actions (one row per action the route dispatches to) ----------------------
     Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
         body={"os-stop": None}, fresh="server"),
@@ -331,6 +342,12 @@ TABLE: list[Row] = [
     # beta); evacuating from a host that is up is refused (400, as Nova maps ComputeServiceInUse).
     Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
         body={"resize": {"flavorRef": "2"}}, fresh="server"),
+    # A server's networks (issue 12): ips and os-interface reads are the project reader's, attach,
+    # detach and the security-group actions its member's (Nova's defaults).
+    Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
+        body={"addSecurityGroup": {"name": "{group_id}"}}, fresh="networked_server"),
+    Row("POST", ACTION,                                           401, 403, 202, 202, 404, 202,
+        body={"removeSecurityGroup": {"name": "{default_group_id}"}}, fresh="networked_server"),
     Row("POST", ACTION,                                           401, 403, 409, 409, 404, 409,
         body={"confirmResize": None}),
     Row("POST", ACTION,                                           401, 403, 409, 409, 404, 409,
@@ -851,6 +868,8 @@ async def build_world(cloud: Cloud) -> World:
     values.update(await _security_group_rule(world))
     private = await world.as_("admin", "GET", N + "/networks?name=private")
     values["private_network_id"] = private.body["networks"][0]["id"]
+    values["net_name"] = SECRET + "-net"
+    values["default_group_id"] = values["group_id"]  # for callers without a fresh server (404 first)
     return world
 
 
@@ -890,6 +909,23 @@ async def _grant(w: World) -> dict[str, str]:
 
 async def _server(w: World) -> dict[str, str]:
     return {"server_id": await w.server()}
+
+
+async def _networked_server(w: World) -> dict[str, str]:
+    """A new ACTIVE server of alpha with a port on alpha's network (issue 12)."""
+    body = {
+        "server": {
+            "name": SECRET + "-networked",
+            "imageRef": w.values["public_image_id"],
+            "flavorRef": "1",
+            "networks": [{"uuid": w.values["network_id"]}],
+        }
+    }
+    resp = await w.as_("member", "POST", C + "/servers", json=body, microversion=LATEST)
+    server_id: str = resp.body["server"]["id"]
+    await wait_status(w.cloud, server_id, "ACTIVE", token=w.people["member"].token)
+    (port,) = (await w.as_("member", "GET", f"{N}/ports?device_id={server_id}")).body["ports"]
+    return {"server_id": server_id, "port_id": port["id"], "default_group_id": port["security_groups"][0]}
 
 
 async def _stopped_server(w: World) -> dict[str, str]:
@@ -1075,6 +1111,7 @@ FRESH: dict[str, Callable[[World], Awaitable[dict[str, str]]]] = {
     "role": _role,
     "grant": _grant,
     "server": _server,
+    "networked_server": _networked_server,
     "stopped_server": _stopped_server,
     "paused_server": _paused_server,
     "shelved_server": _shelved_server,

@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 
-from novalite.api.compute import flavors, keypairs, quotas, servers
+from novalite.api.compute import flavors, keypairs, quotas, server_networks, servers
 from novalite.api.compute.server_actions import HANDLERS
 from novalite.api.errors import NOVA_FAULT_NAMES
 from novalite.api.identity import projects, tokens, users
@@ -396,7 +396,7 @@ async def test_create_server(fz: Fuzz) -> None:
             "name": "fuzzed",
             "imageRef": fz.image,
             "flavorRef": fz.flavor,
-            "networks": "none",
+            "networks": [],  # valid in every microversion ("none" is 2.37+; issue 12)
             "metadata": {"k": "v"},
             "min_count": 1,
         }
@@ -460,6 +460,9 @@ ACTION_ARGS: dict[str, Any] = {
     "migrate": {"host": "hv-1"},
     "os-migrateLive": {"host": None, "block_migration": "auto"},
     "evacuate": {"host": "hv-2"},
+    # issue 12: a server's security groups
+    "addSecurityGroup": {"name": "default"},
+    "removeSecurityGroup": {"name": "default"},
 }
 
 
@@ -482,6 +485,25 @@ async def test_server_actions(fz: Fuzz) -> None:
     @given(body=action_bodies(), mv=microversions)
     def prop(body: Any, mv: str | None) -> None:
         path = f"/compute/v2.1/servers/{fz.target_server}/action"
+        assert_answer(fz.send("POST", path, body, microversion=mv), "nova")
+
+    await fz.run(prop)
+
+
+async def test_attach_interface(fz: Fuzz) -> None:
+    """``os-interface`` attach (issue 12): net_id, port_id, fixed_ips and tag, fuzzed."""
+    private = (await fz.cloud.get("/network/v2.0/networks?name=private")).body["networks"][0]["id"]
+    valid = {"interfaceAttachment": {"net_id": private, "tag": "fz"}}
+    schema = server_networks.ATTACH_SCHEMA_2_49
+    extra = tuple(schema["properties"]["interfaceAttachment"]["properties"])
+
+    @fuzz_settings(FEW)
+    @given(
+        body=fuzz_bodies(valid, schema, wrap="interfaceAttachment", extra_keys=extra, overlay=schema),
+        mv=microversions,
+    )
+    def prop(body: Any, mv: str | None) -> None:
+        path = f"/compute/v2.1/servers/{fz.target_server}/os-interface"
         assert_answer(fz.send("POST", path, body, microversion=mv), "nova")
 
     await fz.run(prop)

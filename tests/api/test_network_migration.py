@@ -42,7 +42,7 @@ async def test_existing_ports_keep_their_addresses(db_url: str, monkeypatch: Any
     try:
         assert await upgrade(db, "0004") == ["0001", "0002", "0003", "0004"]
         await _legacy_rows(db)
-        assert await upgrade(db) == ["0005"]
+        assert await upgrade(db, "0005") == ["0005"]
         async with db.connect() as conn:
             [net] = (await conn.execute(sa.text("SELECT id, name, shared, project_id FROM networks"))).all()
             assert (net.name, bool(net.shared), net.project_id) == ("private", True, "p-admin")

@@ -154,8 +154,10 @@ def tiny_guest_files() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory, tiny_guest_files):
-    """``novalite serve`` with the libvirt driver; yields what the tests need to look around."""
+def cloud(request, tmp_path_factory, tiny_guest_files):
+    """``novalite serve`` with the libvirt driver; yields what the tests need to look around.
+
+    A module using it may set ``SERVE_ENV`` (a dict of ``NOVALITE_*`` settings) for its serve."""
     libvirt = _libvirt()
     conn = _open()
     _check_host_fits_guests(conn)
@@ -183,6 +185,7 @@ def cloud(tmp_path_factory, tiny_guest_files):
         NOVALITE_REPORT_INTERVAL="2",
         NOVALITE_SYNC_POWER_STATE_INTERVAL="3600",  # power states come from libvirt's events
     )
+    env.update(getattr(request.module, "SERVE_ENV", {}))
     proc = None
     try:
         proc, banner = start_serve(env, state / "serve.log")

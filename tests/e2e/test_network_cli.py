@@ -99,3 +99,60 @@ def test_security_groups_and_rules(cli: Cli) -> None:
     assert rule["id"] not in cli.run("security", "group", "rule", "list", "web", "-f", "value", "-c", "ID")
     cli.run("security", "group", "delete", "web")
     assert "web" not in [g["Name"] for g in cli.json("security", "group", "list")]
+
+
+def test_servers_on_networks_ports_and_security_groups(cli: Cli, tmp_path) -> None:
+    """Nova's side (issue 12): ``server create --nic net-id=…,v4-fixed-ip=…`` / ``--port`` /
+    ``--network`` / ``--security-group``, ``server add/remove security group``, ``server
+    add/remove port``, ``port list --server``; the user's port outlives its server."""
+    image_file = tmp_path / "tiny.img"
+    image_file.write_bytes(b"\0" * 65536)
+    cli.run("image", "create", "--file", str(image_file), "--disk-format", "raw", "--public", "net-img")
+    net = cli.json("network", "create", "srv-net")
+    cli.json("subnet", "create", "--network", "srv-net", "--subnet-range", "10.11.0.0/24", "srv-subnet")
+    cli.json("network", "create", "other-net")
+    cli.json("subnet", "create", "--network", "other-net", "--subnet-range", "10.12.0.0/24", "other-subnet")
+    mine = cli.json("port", "create", "--network", "srv-net", "srv-port")
+    cli.json("security", "group", "create", "web")
+
+    server = cli.json(
+        "server", "create", "--flavor", "m1.tiny", "--image", "net-img",
+        "--nic", f"net-id={net['id']},v4-fixed-ip=10.11.0.20", "--port", "srv-port",
+        "--security-group", "web", "--wait", "vm-net",
+    )  # fmt: skip
+    shown = cli.json("server", "show", "vm-net")
+    addresses = shown["addresses"]
+    assert addresses == {"srv-net": ["10.11.0.20", mine["fixed_ips"][0]["ip_address"]]}, addresses
+    assert [g["name"] for g in shown["security_groups"]] == ["web", "default"]
+    ports = cli.json("port", "list", "--server", "vm-net")
+    assert {p["ID"] for p in ports} >= {mine["id"]} and len(ports) == 2
+
+    cli.run("server", "add", "security", "group", "vm-net", "default")
+    cli.run("server", "remove", "security", "group", "vm-net", "web")
+    assert {g["name"] for g in cli.json("server", "show", "vm-net")["security_groups"]} == {"default"}
+    out = cli.run("server", "remove", "security", "group", "vm-net", "web", check=False)
+    assert "not associated" in out
+
+    extra = cli.json("port", "create", "--network", "other-net", "extra-port")
+    cli.run("server", "add", "port", "vm-net", "extra-port")
+    assert "other-net" in cli.json("server", "show", "vm-net")["addresses"]
+    interfaces = cli.json("port", "list", "--server", "vm-net")
+    assert extra["id"] in {p["ID"] for p in interfaces}
+    cli.run("server", "remove", "port", "vm-net", "extra-port")
+    assert "other-net" not in cli.json("server", "show", "vm-net")["addresses"]
+    assert cli.json("port", "show", "extra-port")["device_id"] == ""
+
+    second = cli.json(
+        "server", "create", "--flavor", "m1.tiny", "--image", "net-img", "--network", "other-net", "--wait", "vm-two"
+    )
+    assert list(cli.json("server", "show", "vm-two")["addresses"]) == ["other-net"]
+    out = cli.run(
+        "server", "create", "--flavor", "m1.tiny", "--image", "net-img", "--port", "srv-port", "vm-three", check=False
+    )
+    assert f"Port {mine['id']} is still in use." in out
+
+    cli.run("server", "delete", "--wait", server["id"], second["id"])
+    kept = cli.json("port", "show", "srv-port")
+    assert kept["device_id"] == "" and kept["status"] == "DOWN"
+    left = {p["Name"] for p in cli.json("port", "list", "--network", "srv-net")}
+    assert left == {"srv-port"}  # the port made for vm-net went with it

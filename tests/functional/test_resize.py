@@ -279,3 +279,34 @@ async def test_resize_confirm_window_confirms_automatically(tmp_path, db_url):
     finally:
         await cloud.session.close()
         await cloud.node.stop()
+
+
+async def test_deleting_a_server_in_verify_resize_removes_the_original_on_the_source(cloud):
+    """As Nova's _confirm_resize_on_deleting: no original guest (and its disks) left on the
+    source, nothing held on either host."""
+    server = await booted(cloud)
+    sid, source = server["id"], server["OS-EXT-SRV-ATTR:host"]
+    s = await resized(cloud, sid, "2")
+    assert s["status"] == "VERIFY_RESIZE"
+    dest = s["OS-EXT-SRV-ATTR:host"]
+    agents = {a.host: a for a in cloud.rt.services["ComputeAgent"]}
+    assert sid in agents[source].driver.originals  # kept for a revert
+
+    r = await cloud.delete(f"/compute/v2.1/servers/{sid}")
+    assert r.status == 204, r
+    for _ in range(100):
+        if (await cloud.get(f"/compute/v2.1/servers/{sid}")).status == 404:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the server was not deleted")
+    for _ in range(100):  # the source's cleanup is its own message
+        if sid not in agents[source].driver.originals:
+            break
+        await asyncio.sleep(0.05)
+    assert sid not in agents[source].driver.originals
+    assert sid not in await agents[source].driver.list_instances()
+    assert sid not in await agents[dest].driver.list_instances()
+    allocs = await allocations(cloud)
+    (mig,) = await migration_rows(cloud, sid)
+    assert sid not in allocs and mig.uuid not in allocs

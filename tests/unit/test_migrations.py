@@ -32,7 +32,7 @@ async def test_upgrade_tells_what_it_applies(tmp_path):
     heard: list[tuple[str, str]] = []
     try:
         applied = await upgrade(db, progress=lambda rev, doc: heard.append((rev, doc)))
-        assert applied == ["0001", "0002", "0003", "0004", "0005"]
+        assert applied == ["0001", "0002", "0003", "0004", "0005", "0006"]
         assert [rev for rev, _ in heard] == applied
         assert all(doc for _, doc in heard)  # each says what it does
         assert "outbox" in heard[2][1]
@@ -54,7 +54,7 @@ def test_db_upgrade_command_prints_progress(tmp_path):
     assert "applied 0003: transactional outbox and build attempt identity" in out
     assert "applied 0004: server moves and multi-step actions" in out
     assert "applied 0005: networks, subnets, port addresses and security groups" in out
-    assert "5 migration(s) applied" in out
+    assert "6 migration(s) applied" in out
 
 
 def test_the_scripts_head_is_alembics_head():

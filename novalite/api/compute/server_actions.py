@@ -24,6 +24,7 @@ from novalite.bus import BusError
 from novalite.relay import cast_after_commit
 from novalite.store import actions
 from novalite.store import servers as records
+from novalite.store.shelved import SHELVE_SYSMETA, shelve_image_to_delete
 
 routes = web.RouteTableDef()
 
@@ -233,6 +234,13 @@ async def _restore(request: web.Request, body: Any) -> web.Response:
             )
         # Off until the power-on lands: a failed power-on leaves a SHUTOFF server (with the
         # fault) that os-start can retry, not one stuck soft-deleted without the mark.
+        values: dict[str, Any] = {}
+        shelve_image = shelve_image_to_delete(row)
+        if shelve_image:
+            # issue 11: a restored shelved server runs again (ACTIVE, as Nova), so it is no
+            # longer shelved: its shelve image goes (the conductor deletes it) and is forgotten.
+            sysmeta = {k: v for k, v in (row.system_metadata or {}).items() if k not in SHELVE_SYSMETA}
+            values["system_metadata"] = sysmeta
         changed = await records.update_instance(
             conn,
             server_id,
@@ -240,10 +248,15 @@ async def _restore(request: web.Request, body: Any) -> web.Response:
             vm_state=states.STOPPED,
             task_state=states.POWERING_ON,
             deleted_at=None,
+            **values,
         )
         if not changed:
             raise _conflict("restore", server_id, "task_state", "(changed concurrently)")
         await actions.start_action(conn, server_id, "restore", ctx.request_id, ctx.user_id, ctx.project_id)
+        if shelve_image:
+            await cast_after_commit(
+                conn, ctx, "conductor", "delete_shelved_image", instance_uuid=server_id, image_id=shelve_image
+            )
         payload = await records.payload_from_row(conn, row)
         await cast_after_commit(conn, ctx, f"compute.{row.host}", "start_instance", instance=payload)
     return web.Response(status=202)

@@ -37,10 +37,11 @@ from novalite.context import RequestContext
 from novalite.errors import NotFound, QuotaExceeded
 from novalite.log import get_logger
 from novalite.relay import cast_after_commit
-from novalite.store import Connection, actions, flavors, hosts, keypairs
+from novalite.store import Connection, actions, flavors, hosts, keypairs, migrations, server_ports
 from novalite.store import servers as records
 from novalite.store.images import get_image
 from novalite.store.server_lists import SORT_KEYS, ServerFilters, list_servers, load_extras
+from novalite.store.shelved import shelve_image_to_delete
 from novalite.timeutil import parse_iso, utcnow
 
 log = get_logger("novalite.api.servers")
@@ -59,24 +60,7 @@ CREATE_SCHEMA: dict[str, Any] = {
                 "flavorRef": {"type": ["string", "integer"], "minLength": 1},
                 "adminPass": {"type": "string"},
                 "metadata": metadata_schema,
-                "networks": {
-                    "oneOf": [
-                        {"type": "string", "enum": ["none", "auto"]},
-                        {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "uuid": {"type": "string"},
-                                    "port": {"type": ["string", "null"]},
-                                    "fixed_ip": {"type": "string"},
-                                    "tag": {"type": "string"},
-                                },
-                                "additionalProperties": False,
-                            },
-                        },
-                    ]
-                },
+                "networks": {},  # checked per microversion: networks_schema()
                 "block_device_mapping_v2": {"type": "array", "items": {"type": "object"}},
                 "key_name": {"type": "string", "minLength": 1, "maxLength": 255},
                 "user_data": {"type": "string", "maxLength": 65535},
@@ -90,7 +74,14 @@ CREATE_SCHEMA: dict[str, Any] = {
                 "hostname": {"type": "string", "minLength": 1, "maxLength": 255},
                 "accessIPv4": {"type": "string", "format": "ipv4"},
                 "accessIPv6": {"type": "string", "format": "ipv6"},
-                "security_groups": {"type": "array", "items": {"type": "object"}},
+                "security_groups": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"name": name_schema()},
+                        "additionalProperties": False,
+                    },
+                },
                 "OS-DCF:diskConfig": {"type": "string", "enum": ["AUTO", "MANUAL"]},
                 "trusted_image_certificates": {"type": ["array", "null"]},
                 "host": {"type": "string", "minLength": 1, "maxLength": 255},
@@ -146,6 +137,80 @@ def sanitize_hostname(name: str) -> str:
 
 
 # -- create -------------------------------------------------------------------------------------
+
+_FIXED_IP = {"type": "string", "oneOf": [{"format": "ipv4"}, {"format": "ipv6"}]}
+_TAG = {"type": "string", "pattern": "^[^,/]*$", "minLength": 1, "maxLength": 60}
+
+
+def _networks_schema(list_only: bool, tag: bool, uuid_format: bool) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "fixed_ip": _FIXED_IP,
+        "port": {"type": ["string", "null"], "format": "uuid"},
+        "uuid": {"type": "string", "format": "uuid"} if uuid_format else {"type": "string"},
+    }
+    if tag:
+        item["tag"] = _TAG
+    array = {"type": "array", "items": {"type": "object", "properties": item, "additionalProperties": False}}
+    networks: dict[str, Any] = (
+        array if list_only else {"oneOf": [array, {"type": "string", "enum": ["none", "auto"]}]}
+    )
+    return {"type": "object", "properties": {"networks": networks}}
+
+
+#: Nova's ``networks`` by microversion: a list before 2.37 (tags in 2.32-2.36), then a list
+#: or "auto"/"none" with network uuids checked (tags again from 2.42).
+_NETWORKS_SCHEMAS = {
+    "2.1": _networks_schema(True, False, False),
+    "2.32": _networks_schema(True, True, False),
+    "2.37": _networks_schema(False, False, True),
+    "2.42": _networks_schema(False, True, True),
+}
+
+
+def networks_schema(mv: Any) -> dict[str, Any]:
+    for version in ("2.42", "2.37", "2.32"):
+        if mv.at_least(version):
+            return _NETWORKS_SCHEMAS[version]
+    return _NETWORKS_SCHEMAS["2.1"]
+
+
+def requested_nics(networks: Any, max_count: int) -> str | list[server_ports.NicRequest] | None:
+    """A create's ``networks`` as requests, with Nova's checks of the list (``_get_requested_networks``)."""
+    if networks is None or isinstance(networks, str):
+        return networks
+    nics: list[server_ports.NicRequest] = []
+    ports: set[str] = set()
+    for item in networks:
+        port, fixed_ip, tag = item.get("port"), item.get("fixed_ip"), item.get("tag")
+        if port:
+            if port in ports:
+                raise BadRequest(f"Port ID '{port}' was specified twice: you cannot attach a port multiple times.")
+            if fixed_ip is not None:
+                raise BadRequest(
+                    f"Specified Fixed IP '{fixed_ip}' cannot be used with port '{port}': the two cannot be "
+                    "specified together."
+                )
+            ports.add(port)
+            nics.append(server_ports.NicRequest(port_id=port, tag=tag))
+            continue
+        if "uuid" not in item:
+            raise BadRequest("Bad network format: missing 'uuid'")
+        try:
+            uuidlib.UUID(item["uuid"])
+        except ValueError:
+            raise BadRequest(f"Bad networks format: network uuid is not in proper format ({item['uuid']})") from None
+        nics.append(server_ports.NicRequest(network_id=item["uuid"], fixed_ip=fixed_ip, tag=tag))
+    if max_count > 1:
+        if any(n.port_id for n in nics):
+            raise BadRequest(
+                "Failed to launch instances: Unable to launch multiple instances with a single configured port "
+                "ID. Please launch your instance one by one with different ports."
+            )
+        if any(n.fixed_ip for n in nics):
+            raise BadRequest(
+                "Failed to launch instances: max_count cannot be greater than 1 if an fixed_ip is specified."
+            )
+    return nics
 
 
 def _image_id(image_ref: str) -> str:
@@ -232,9 +297,8 @@ async def create(request: web.Request) -> web.Response:
         raise BadRequest(
             f"Invalid input for field/attribute server. Value: {server}. 'networks' is a required property"
         )
-    if isinstance(networks, list) and networks:
-        raise BadRequest("Only networks 'auto' or 'none' are supported: novalite has one built-in network.")
-    want_port = networks == "auto" or (networks is None and mv.below("2.37"))
+    if "networks" in server:
+        validate({"networks": networks}, networks_schema(mv))
     if not mv.at_least("2.19") and "description" in server:
         raise BadRequest(
             "Invalid input for field/attribute server. Additional properties are not allowed "
@@ -250,6 +314,10 @@ async def create(request: web.Request) -> web.Response:
     max_count = _count(server, "max_count", min_count)
     if min_count > max_count:
         raise BadRequest("min_count must be <= max_count")
+    requested_networks = requested_nics(networks, max_count)
+    group_names = (
+        [g["name"] for g in server["security_groups"] if g.get("name")] if "security_groups" in server else None
+    )
 
     image_ref = server.get("imageRef") or _image_ref_from_bdm(server.get("block_device_mapping_v2") or [])
     if not image_ref:
@@ -312,6 +380,9 @@ async def create(request: web.Request) -> web.Response:
             )
         except QuotaExceeded as exc:
             raise Forbidden(str(exc)) from None
+        network_plan = await server_ports.plan_networks(
+            conn, ctx, ctx.project_id or "", requested_networks, group_names
+        )
         reservation_id = "r-" + secrets.token_hex(4)
         image_meta = {
             "disk_format": image.get("disk_format"),
@@ -345,7 +416,7 @@ async def create(request: web.Request) -> web.Response:
                 tags=list(server.get("tags") or []),
                 scheduler_hints=dict(hints, **({"force_host": force_host} if force_host else {})),
                 metadata=meta,
-                with_port=want_port,
+                network_plan=network_plan,
             ),
         )
         spec = {
@@ -355,6 +426,9 @@ async def create(request: web.Request) -> web.Response:
             "availability_zone": az,
             "force_host": force_host,
         }
+        if network_plan.nics:  # the ports' groups have new members: other guests' rules follow
+            for topic, args in await server_ports.port_security_updates(conn, instance_uuids=uuids):
+                await cast_after_commit(conn, ctx, topic, "update_port_security", **args)
         # In the same transaction: accepted servers are built even if this process dies
         # right after the commit (the outbox relay sends the message).
         await cast_after_commit(conn, ctx, "conductor", "build_instances", instance_uuids=uuids, request_spec=spec)
@@ -371,7 +445,7 @@ async def create(request: web.Request) -> web.Response:
             {"rel": "bookmark", "href": f"{base}/servers/{uuid}"},
         ],
         "OS-DCF:diskConfig": server.get("OS-DCF:diskConfig", "MANUAL"),
-        "security_groups": [{"name": "default"}],
+        "security_groups": server.get("security_groups", [{"name": "default"}]),
         "adminPass": server.get("adminPass") or secrets.token_urlsafe(9),
     }
     return json_response({"server": result}, 202, headers={"Location": f"{base}/v2.1/servers/{uuid}"})
@@ -634,9 +708,10 @@ async def delete_instance(conn: Connection, ctx: RequestContext, row: Any, *, ho
     agent, or — no host, or its host down — delete here at once (Nova's local delete)."""
     server_id = row.uuid
     await actions.start_action(conn, server_id, "delete", ctx.request_id, ctx.user_id, ctx.project_id)
-    shelve_image = (row.system_metadata or {}).get("shelved_image_id")
-    if shelve_image and row.vm_state in (states.SHELVED, states.SHELVED_OFFLOADED):
-        # issue 11: as Nova, the shelve image goes with the server (the conductor deletes it).
+    shelve_image = shelve_image_to_delete(row)
+    if shelve_image:
+        # issue 11: as Nova, the shelve image goes with the server (the conductor deletes it),
+        # also with a soft-deleted one (forceDelete), whose vm_state no longer says shelved.
         await cast_after_commit(
             conn, ctx, "conductor", "delete_shelved_image", instance_uuid=server_id, image_id=shelve_image
         )
@@ -648,9 +723,24 @@ async def delete_instance(conn: Connection, ctx: RequestContext, row: Any, *, ho
                 host=row.host,
                 reason="compute host is down; its guest will be reported as unknown when it returns",
             )
-        await records.finalize_delete(conn, server_id)
+        groups = await records.finalize_delete(conn, server_id)
         await actions.finish_action(conn, server_id, ctx.request_id)
+        for topic, args in await server_ports.port_security_updates(conn, group_ids=groups):
+            await cast_after_commit(conn, ctx, topic, "update_port_security", **args)
         return
     await records.update_instance(conn, server_id, task_state=states.DELETING)
     payload = await records.payload_from_row(conn, row)
+    if row.vm_state == states.RESIZED:
+        # As Nova's _confirm_resize_on_deleting: the source still keeps the original guest
+        # and its disks for a revert; the delete confirms the move there first.
+        mig = await migrations.instance_migration(conn, server_id, "finished")
+        if mig is not None:
+            await cast_after_commit(
+                conn,
+                ctx,
+                f"compute.{mig.source_compute}",
+                "clean_resize_source",
+                instance=payload,
+                migration=migrations.agent_payload(mig),
+            )
     await cast_after_commit(conn, ctx, f"compute.{row.host}", "terminate_instance", instance=payload)

@@ -20,6 +20,7 @@ from novalite.api.compute.common import compute_base
 from novalite.api.compute.microversions import Microversion
 from novalite.context import RequestContext
 from novalite.store.server_lists import Extras
+from novalite.store.server_ports import security_groups_view
 from novalite.store.servers import instance_name
 from novalite.timeutil import iso
 
@@ -165,7 +166,8 @@ def server_view(
         "flavor": flavor_body,
         "created": iso(row.created_at),
         "updated": iso(row.updated_at),
-        "addresses": addresses(extras.ports.get(row.uuid, [])),
+        # Nova hides a server's addresses while it builds.
+        "addresses": {} if row.vm_state == states.BUILDING else addresses(extras.ports.get(row.uuid, [])),
         "accessIPv4": row.access_ip_v4 or "",
         "accessIPv6": row.access_ip_v6 or "",
         "links": links,
@@ -178,7 +180,9 @@ def server_view(
     view["key_name"] = row.key_name
     view["OS-SRV-USG:launched_at"] = _usg(row.launched_at)
     view["OS-SRV-USG:terminated_at"] = _usg(row.terminated_at)
-    view["security_groups"] = [{"name": "default"}]
+    groups = security_groups_view(extras.ports.get(row.uuid, []), extras.group_names)
+    if groups:  # Nova: from the ports' groups, and no key for a server without any
+        view["security_groups"] = groups
     if f.admin:
         view["OS-EXT-SRV-ATTR:host"] = row.host
         view["OS-EXT-SRV-ATTR:instance_name"] = instance_name(row.id)

@@ -9,6 +9,8 @@ from aiohttp import web
 from novalite.api.http import context, runtime
 from novalite.api.network.common import list_response, owner, resource_body, show_response, stamps
 from novalite.context import RequestContext
+from novalite.relay import cast_after_commit
+from novalite.store import Connection, server_ports
 from novalite.store import networks as store
 
 routes = web.RouteTableDef()
@@ -65,6 +67,7 @@ async def create_port(request: web.Request) -> web.Response:
     body = await resource_body(request, "port")
     async with runtime(request).db.begin() as conn:
         port_id = await store.create_port(conn, context(request), body, quota=None)
+        await _refresh_guests(request, conn, port_ids={port_id})  # a new member of its groups
     return show_response(request, "port", await _view_one(request, port_id), 201)
 
 
@@ -78,12 +81,23 @@ async def update_port(request: web.Request) -> web.Response:
     body = await resource_body(request, "port")
     port_id = request.match_info["port_id"]
     async with runtime(request).db.begin() as conn:
+        before = await store.get_port(conn, context(request), port_id)
         await store.update_port(conn, context(request), port_id, body)
+        await _refresh_guests(request, conn, port_ids={port_id}, group_ids=set(before.security_groups or []))
     return show_response(request, "port", await _view_one(request, port_id))
 
 
 @routes.delete("/v2.0/ports/{port_id}")
 async def delete_port(request: web.Request) -> web.Response:
     async with runtime(request).db.begin() as conn:
+        before = await store.get_port(conn, context(request), request.match_info["port_id"])
         await store.delete_port(conn, context(request), request.match_info["port_id"])
+        await _refresh_guests(request, conn, group_ids=set(before.security_groups or []))
     return web.Response(status=204)
+
+
+async def _refresh_guests(request: web.Request, conn: Connection, **changed: Any) -> None:
+    """A port's security or a group's members changed: the running guests whose rules that
+    touches get them again (issue 12; ``update_port_security`` casts through the outbox)."""
+    for topic, args in await server_ports.port_security_updates(conn, **changed):
+        await cast_after_commit(conn, context(request), topic, "update_port_security", **args)

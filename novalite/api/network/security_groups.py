@@ -12,6 +12,8 @@ from aiohttp import web
 
 from novalite.api.http import context, runtime
 from novalite.api.network.common import list_response, owner, resource_body, show_response, stamps
+from novalite.relay import cast_after_commit
+from novalite.store import Connection, server_ports
 from novalite.store import networks as store
 
 routes = web.RouteTableDef()
@@ -126,6 +128,7 @@ async def create_rule(request: web.Request) -> web.Response:
     body = await resource_body(request, "security_group_rule")
     async with runtime(request).db.begin() as conn:
         rule_id = await store.create_security_group_rule(conn, context(request), body, quota=None)
+        await _refresh_guests(request, conn, body["security_group_id"])
     return show_response(request, "security_group_rule", await _rule(request, rule_id), 201)
 
 
@@ -137,5 +140,13 @@ async def show_rule(request: web.Request) -> web.Response:
 @routes.delete("/v2.0/security-group-rules/{rule_id}")
 async def delete_rule(request: web.Request) -> web.Response:
     async with runtime(request).db.begin() as conn:
+        rule = await store.get_security_group_rule(conn, context(request), request.match_info["rule_id"])
         await store.delete_security_group_rule(conn, context(request), request.match_info["rule_id"])
+        await _refresh_guests(request, conn, rule.security_group_id)
     return web.Response(status=204)
+
+
+async def _refresh_guests(request: web.Request, conn: Connection, group_id: str) -> None:
+    """The group's rules changed: the running guests of its ports get them (issue 12, outbox)."""
+    for topic, args in await server_ports.port_security_updates(conn, group_ids={group_id}):
+        await cast_after_commit(conn, context(request), topic, "update_port_security", **args)
