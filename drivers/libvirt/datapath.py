@@ -53,7 +53,7 @@ from typing import Any
 from novalite_drivers.base import DriverError, Instance, Port
 from novalite_drivers.libvirt import bridges, dhcp, firewall, vxlan
 from novalite_drivers.libvirt import network as netmod
-from novalite_drivers.libvirt.xml import NicSpec, domain_bridges
+from novalite_drivers.libvirt.xml import NicSpec, domain_bridges, interface_xml
 
 try:
     import libvirt
@@ -352,6 +352,51 @@ class DatapathMixin:
 
         await asyncio.to_thread(apply)
 
+    async def attach_interface(self, instance: Instance, port: Port) -> None:
+        """Plug the port's host side, then hot-plug its NIC: live into a running guest and
+        into the persistent definition (a stopped guest gets it at its next start). A MAC
+        the guest already has changes nothing; a refused hot-plug unplugs the host side."""
+
+        def attach() -> None:
+            conn = self._connection()  # type: ignore[attr-defined]
+            dom = self._lookup(instance.uuid)  # type: ignore[attr-defined]
+            mac = port.mac.lower()
+            if mac in _domain_macs(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)):
+                return
+            nic = self._plug_port_sync(conn, port)
+            flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            if dom.isActive():
+                flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+            try:
+                dom.attachDeviceFlags(interface_xml(nic), flags)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    self._unplug_port_sync(conn, port)
+                raise
+
+        await self._call(f"cannot attach port {port.mac}", attach, uuid=instance.uuid)  # type: ignore[attr-defined]
+
+    async def detach_interface(self, instance: Instance, port: Port) -> None:
+        """Unplug the NIC with the port's MAC from the running guest and its definition,
+        then the host side (firewall chains, DHCP entry; the bridge with its last port)."""
+
+        def detach() -> None:
+            conn = self._connection()  # type: ignore[attr-defined]
+            dom = self._lookup(instance.uuid)  # type: ignore[attr-defined]
+            mac = port.mac.lower()
+            for flags, xml_flags in (
+                (libvirt.VIR_DOMAIN_AFFECT_LIVE, 0),
+                (libvirt.VIR_DOMAIN_AFFECT_CONFIG, libvirt.VIR_DOMAIN_XML_INACTIVE),
+            ):
+                if flags == libvirt.VIR_DOMAIN_AFFECT_LIVE and not dom.isActive():
+                    continue
+                element = _domain_macs(dom.XMLDesc(xml_flags)).get(mac)
+                if element is not None:
+                    dom.detachDeviceFlags(element, flags)
+            self._unplug_port_sync(conn, port)
+
+        await self._call(f"cannot detach port {port.mac}", detach, uuid=instance.uuid)  # type: ignore[attr-defined]
+
     async def update_port_security(self, instance: Instance, port: Port) -> None:
         """Refill the port's firewall chains (one nft transaction: the next packet sees the new
         rules). Ports this host does not filter (not plugged here, no id) are ignored."""
@@ -366,3 +411,13 @@ class DatapathMixin:
                 firewall.apply_port(fw, self.host_netns)
 
         await asyncio.to_thread(apply)
+
+
+def _domain_macs(domain_xml: str) -> dict[str, str]:
+    """``{mac: its <interface> element as XML}`` of a domain definition."""
+    out = {}
+    for iface in ET.fromstring(domain_xml).iterfind("./devices/interface"):
+        mac = iface.find("mac")
+        if mac is not None and mac.get("address"):
+            out[mac.get("address", "").lower()] = ET.tostring(iface, encoding="unicode")
+    return out

@@ -131,6 +131,20 @@ def _probe(bridge: str) -> tuple[str, str]:
     return ns, veth
 
 
+def _macs_of(driver: LibvirtDriver, inst: Instance) -> tuple[list[str], list[str]]:
+    """The MACs of the guest's NICs: live, and in its persistent definition."""
+    import xml.etree.ElementTree as ET
+
+    import libvirt
+
+    dom = driver._lookup(inst.uuid)
+
+    def macs(xml: str) -> list[str]:
+        return [m.get("address", "") for m in ET.fromstring(xml).iterfind("./devices/interface/mac")]
+
+    return macs(dom.XMLDesc(0)), macs(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+
+
 def _ping(ns: str, addr: str, count: int = 1, wait: str = "1") -> bool:
     r = _sh("ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", str(count), "-W", wait, addr, check=False)
     return r.returncode == 0
@@ -182,6 +196,24 @@ async def test_two_networks_dhcp_isolation_and_live_security_groups(
         took = _ping_until(probe, "10.94.0.11", True, 1.0)
         assert took is not None, "adding the rule did not let the ping through within a second"
         print(f"rule re-added: ping passes after {took:.2f}s")
+
+        # hot-plug (os-interface attach/detach): a port on network B into running guest 1
+        p3 = _port(net_b, 3, "10.94.0.13", [EGRESS, ICMP_IN])
+        g1.ports = [p1, p3]
+        await dp_driver.attach_interface(g1, p3)
+        live, persistent = await asyncio.to_thread(_macs_of, dp_driver, g1)
+        assert p3.mac in live and p3.mac in persistent  # at once, and across a power cycle
+        br_b = bridges.bridge_name(net_b)
+        assert bridges.tap_name(p3.id or "") in bridges.members(br_b)
+        await dp_driver.attach_interface(g1, p3)  # again: nothing changes
+        assert (await asyncio.to_thread(_macs_of, dp_driver, g1))[0].count(p3.mac) == 1
+        g1.ports = [p1]
+        await dp_driver.detach_interface(g1, p3)
+        live, persistent = await asyncio.to_thread(_macs_of, dp_driver, g1)
+        assert p3.mac not in live and p3.mac not in persistent
+        assert bridges.tap_name(p3.id or "") not in bridges.members(br_b)
+        assert bridges.tap_name(p2.id or "") in bridges.members(br_b)  # guest 2 keeps its network
+        await dp_driver.detach_interface(g1, p3)  # a NIC the guest no longer has: not an error
     finally:
         if probe:
             _sh("ip", "netns", "del", probe, check=False)
