@@ -166,6 +166,9 @@ class HostResources:
     hypervisor_version: int = 1
     hypervisor_hostname: str = ""
     cpu_info: dict[str, Any] = field(default_factory=dict)
+    #: The address other hosts send this host's VXLAN overlay traffic to (its tunnel
+    #: endpoint); the conductor hands it to the other hosts as their peer. None: no overlays.
+    host_ip: str | None = None
 
 
 @dataclass(frozen=True)

@@ -261,6 +261,7 @@ class FakeDriver(ComputeDriver):
             hypervisor_version=1000,
             hypervisor_hostname=self.host,
             cpu_info={"arch": "x86_64", "model": "fake", "vendor": "novalite"},
+            host_ip=self.options.get("overlay_local_ip") or None,  # as libvirt's option
         )
 
     async def list_instances(self) -> list[str]:

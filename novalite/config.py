@@ -162,6 +162,12 @@ class Settings(BaseSettings):
     report_interval: float = Field(
         default=10.0, gt=0, description="Seconds between the heartbeats of each service (Nova's default)."
     )
+    overlay_sync_interval: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds between two looks of the conductor at who is on which VXLAN network: a host "
+        "learns its overlay peers within this time of a server being placed or removed.",
+    )
     service_down_time: float = Field(
         default=60.0, gt=0, description="A service whose last heartbeat is older than this many seconds is down."
     )

@@ -559,6 +559,7 @@ class LibvirtDriver(DatapathMixin, ComputeDriver):
             hypervisor_version=int(conn.getVersion()),
             hypervisor_hostname=hostname or self.host,
             cpu_info=cpu_info,
+            host_ip=self.overlay_local_ip,
         )
 
     async def list_instances(self) -> list[str]:

@@ -128,6 +128,7 @@ class ComputeAgent(MoveOperations, ImageOperations):
                     "hypervisor_version": res.hypervisor_version,
                     "hypervisor_hostname": res.hypervisor_hostname or self.host,
                     "cpu_info": res.cpu_info,
+                    "host_ip": res.host_ip,
                 },
                 timeout=timeout,
             )

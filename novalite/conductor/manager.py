@@ -23,6 +23,7 @@ from novalite.bus import CallTimeout, RemoteError
 from novalite.bus.identity import agent_host, is_controller, require_controller, require_host
 from novalite.conductor import reclaim
 from novalite.conductor.moves import MoveTasks
+from novalite.conductor.overlays import OverlaySync
 from novalite.conductor.snapshots import ImageTasks
 from novalite.context import RequestContext
 from novalite.identity import tickets
@@ -56,6 +57,8 @@ class ConductorManager(MoveTasks, ImageTasks):
         #: When this conductor started: a host is judged down by its silence while we listen,
         #: not by heartbeats missed while no controller was running to receive them.
         self._started_at = utcnow()
+        #: Hosts' VXLAN overlay peers, kept as the database says (issue 12).
+        self.overlays = OverlaySync(rt, interval=self.settings.overlay_sync_interval)
 
     async def start(self) -> None:
         await self.rt.bus.serve(self.topic, self)
@@ -70,6 +73,7 @@ class ConductorManager(MoveTasks, ImageTasks):
             asyncio.create_task(reclaim.reclaim_loop(self.rt)),
             asyncio.create_task(self._confirm_resizes_loop()),
             asyncio.create_task(self.offload_shelved_loop()),  # issue 11: shelved_offload_time > 0
+            asyncio.create_task(self.overlays.run()),  # issue 12: VXLAN peers
         ]
 
     async def stop(self) -> None:
