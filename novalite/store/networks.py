@@ -1042,11 +1042,19 @@ async def delete_security_group_rule(conn: Connection, ctx: RequestContext, rule
 # -- ports --------------------------------------------------------------------------------
 
 
+def _ports_with_host() -> sa.Select[Any]:
+    """Ports, each with ``instance_host``: the host of the server it is bound to, which is
+    its ``binding:host_id`` (read, not copied, so that it follows the server as it is
+    placed, moved, evacuated or unshelved, and can never be stale)."""
+    p, i = t.ports, t.instances
+    return sa.select(p, i.c.host.label("instance_host")).outerjoin(i, p.c.instance_uuid == i.c.uuid)
+
+
 async def get_port(conn: Connection, ctx: RequestContext, port_id: str, *, lock: bool = False) -> Any:
     p = t.ports
-    query = sa.select(p).where(p.c.id == port_id, _visible_project(ctx, p.c.project_id))
+    query = _ports_with_host().where(p.c.id == port_id, _visible_project(ctx, p.c.project_id))
     if lock:
-        query = query.with_for_update()
+        query = query.with_for_update(of=p)
     row = (await conn.execute(query)).first()
     if row is None:
         raise not_found("Port", port_id)
@@ -1057,7 +1065,7 @@ async def list_ports(conn: Connection, ctx: RequestContext) -> list[Any]:
     p = t.ports
     return list(
         await conn.execute(
-            sa.select(p)
+            _ports_with_host()
             .where(_visible_project(ctx, p.c.project_id), p.c.network_id.is_not(None))
             .order_by(p.c.created_at, p.c.id)
         )

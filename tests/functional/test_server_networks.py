@@ -516,3 +516,33 @@ async def test_running_guests_get_rule_and_member_changes(cloud, alice):
     # The second server goes: its address leaves the first one's rules.
     assert (await cloud.delete(f"{S}/{second}", token=alice.token)).status == 204
     await eventually(lambda: (None, None, "10.20.0.12/32") not in ingress())
+
+
+async def test_a_servers_port_is_bound_to_its_host_and_follows_it(cloud):
+    """binding:host_id (admin) is the server's host: set when it is placed, moved with it."""
+    admin = await make_person(cloud, "admin", "admin", "admin")
+    image = await make_image(cloud)
+    r = await create_server(cloud, image, token=admin.token, networks="auto")
+    sid = r.body["server"]["id"]
+    server = await wait_status(cloud, sid, "ACTIVE", token=admin.token)
+    source = server["OS-EXT-SRV-ATTR:host"]
+
+    async def bound_host() -> str:
+        r = await cloud.get(f"{N}/ports?device_id={sid}", token=admin.token)
+        ((p,),) = [r.body["ports"]]
+        assert p["binding:vif_type"] == ("bridge" if p["binding:host_id"] else "unbound")
+        return str(p["binding:host_id"])
+
+    assert await bound_host() == source
+    r = await cloud.post(f"{S}/{sid}/action", json={"migrate": None}, token=admin.token, microversion="2.100")
+    assert r.status == 202, r
+    moved = await wait_status(cloud, sid, "VERIFY_RESIZE", token=admin.token)
+    assert moved["OS-EXT-SRV-ATTR:host"] != source
+    assert await bound_host() == moved["OS-EXT-SRV-ATTR:host"]
+    r = await cloud.post(f"{S}/{sid}/action", json={"revertResize": None}, token=admin.token, microversion="2.100")
+    await wait_status(cloud, sid, "ACTIVE", token=admin.token)
+    assert await bound_host() == source
+    # a member does not see the binding (admin-only attribute, as Neutron)
+    alice = await make_person(cloud, "alice2", "alpha", "member")
+    r = await cloud.get(f"{N}/ports", token=alice.token)
+    assert all("binding:host_id" not in p for p in r.body["ports"])

@@ -38,10 +38,11 @@ def port_view(ctx: RequestContext, row: Any, fixed_ips: list[dict[str, str]]) ->
         **stamps(row),
     }
     if ctx.is_admin:
-        view["binding:host_id"] = row.binding_host_id
+        host = getattr(row, "instance_host", None) or row.binding_host_id  # a server's port: its host
+        view["binding:host_id"] = host
         view["binding:profile"] = {}
         view["binding:vif_details"] = {}
-        view["binding:vif_type"] = "bridge" if row.binding_host_id else "unbound"
+        view["binding:vif_type"] = "bridge" if host else "unbound"
     return view
 
 
