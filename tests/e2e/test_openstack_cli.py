@@ -142,6 +142,26 @@ def test_the_readme_scenario(served, tmp_path):
     assert cli.json("server", "list") == []
 
 
+def test_the_readme_network_steps(served):
+    """The README's network lines: a network of one's own, a server on it, its address there."""
+    cli = cli_for(served)
+    net = cli.json("network", "create", "lab-net")
+    assert net["name"] == "lab-net" and net["status"] == "ACTIVE"
+    sub = cli.json("subnet", "create", "--network", "lab-net", "--subnet-range", "10.10.0.0/24", "lab-subnet")
+    assert sub["cidr"] == "10.10.0.0/24" and sub["gateway_ip"] == "10.10.0.1"
+    server = cli.json(
+        "server", "create", "--flavor", "m1.tiny", "--image", "tiny", "--network", "lab-net", "--wait", "vm2"
+    )
+    assert server["status"] == "ACTIVE"
+    shown = cli.json("server", "show", "vm2", "-c", "addresses")
+    (address,) = shown["addresses"]["lab-net"]
+    assert address.startswith("10.10.0.") and address != "10.10.0.1"
+    cli.run("server", "delete", "--wait", "vm2")
+    assert cli.json("port", "list", "--network", "lab-net") == []  # its port went with it
+    cli.run("subnet", "delete", "lab-subnet")
+    cli.run("network", "delete", "lab-net")
+
+
 def test_projects_users_and_isolation(served, tmp_path):
     cli = cli_for(served)
     cli.run("project", "create", "lab")
