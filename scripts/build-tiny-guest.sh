@@ -13,7 +13,8 @@
 # serial console (ttyS0) and the screen (tty0), loads its drivers, starts busybox acpid (so
 # ACPI shutdown/reboot work), runs DHCP on every NIC and prints "novalite-guest-ip: <ip>",
 # reads a config drive (label config-2) and prints the instance uuid and the first line of
-# user_data, prints "novalite-guest-ready", then runs root shells on ttyS0 and tty1.
+# user_data (a user_data starting with "#!" is run as a script, in the background, its output
+# on ttyS0), prints "novalite-guest-ready", then runs root shells on ttyS0 and tty1.
 #
 # Cached: when OUTDIR already holds a build of the same recipe (scripts/guest/* and this
 # script), it exits at once. FORCE=1 rebuilds. Needs root only to install missing build tools
