@@ -39,7 +39,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -48,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from benchlib import ADMIN_PASSWORD, admin_token, free_port, percentile
+from benchlib import ADMIN_PASSWORD, admin_token, free_port, percentile, serve
 
 
 def start_server(
@@ -69,21 +68,7 @@ def start_server(
     )
     if database_url:
         env["NOVALITE_DATABASE_URL"] = database_url
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "novalite.cli", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=open(state / "serve.log", "w"),
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        if "use it:" in line:
-            return proc
-        if not line and proc.poll() is not None:
-            break
-    raise RuntimeError(f"novalite serve did not start; see {state / 'serve.log'}")
+    return serve(state, env)
 
 
 class Api:

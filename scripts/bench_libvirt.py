@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from benchlib import ADMIN_PASSWORD, admin_token, free_port
+from benchlib import ADMIN_PASSWORD, admin_token, free_port, serve
 
 REPO = Path(__file__).resolve().parents[1]
 NETWORK = "novalite-bench"
@@ -77,25 +77,7 @@ def start_server(state: Path, port: int, instances: Path, uri: str) -> subproces
         NOVALITE_GUEST_NETWORK_NAME=NETWORK,  # the libvirt network its ports are on (default "novalite")
         NOVALITE_NETWORK_CIDR=CIDR,
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "novalite.cli", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=open(state / "serve.log", "w"),  # lives as long as the process
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    banner = []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        banner.append(line)
-        if "use it:" in line:
-            print("".join(line for line in banner if "password" not in line), end="", file=sys.stderr)
-            return proc
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise RuntimeError(f"novalite serve did not start; see {state / 'serve.log'}:\n{''.join(banner)}")
+    return serve(state, env, show_banner=True)
 
 
 def iso(ts: str) -> float:

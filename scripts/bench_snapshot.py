@@ -46,7 +46,7 @@ from typing import Any
 
 import aiohttp
 from bench_libvirt import CIDR, NETWORK, READY, Api, build_guest, network_exists, remove_network
-from benchlib import ADMIN_PASSWORD, free_port
+from benchlib import ADMIN_PASSWORD, free_port, serve
 
 C = "/compute/v2.1"
 MiB = 1024 * 1024
@@ -71,22 +71,7 @@ def start_server(state: Path, port: int, instances: Path, uri: str) -> subproces
         NOVALITE_NETWORK_CIDR=CIDR,
         NOVALITE_SHELVED_OFFLOAD_TIME="0",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "novalite.cli", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=open(state / "serve.log", "w"),
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        if "use it:" in line:
-            return proc
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise RuntimeError(f"novalite serve did not start; see {state / 'serve.log'}")
+    return serve(state, env)
 
 
 def big_disk(tiny: Path, out: Path) -> Path:

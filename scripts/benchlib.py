@@ -1,8 +1,13 @@
-"""What the benchmark scripts share: a free port, percentiles, and an admin token."""
+"""What the benchmark scripts share: a free port, percentiles, an admin token, and a
+``novalite serve`` started and waited for."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import aiohttp
 
@@ -39,3 +44,28 @@ async def admin_token(session: aiohttp.ClientSession, base: str) -> str:
     async with session.post(f"{base}/identity/v3/auth/tokens", json=body) as resp:
         resp.raise_for_status()
         return resp.headers["X-Subject-Token"]
+
+
+def serve(state: Path, env: dict[str, str], show_banner: bool = False) -> subprocess.Popen[str]:
+    """``novalite serve`` with ``env``, once its banner says it is ready (its log in
+    ``state/serve.log``); with ``show_banner``, the banner goes to stderr without passwords."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "novalite.cli", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=open(state / "serve.log", "w"),  # lives as long as the process
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    banner = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        banner.append(line)
+        if "use it:" in line:
+            if show_banner:
+                print("".join(line for line in banner if "password" not in line), end="", file=sys.stderr)
+            return proc
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError(f"novalite serve did not start; see {state / 'serve.log'}:\n{''.join(banner)}")
