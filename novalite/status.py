@@ -502,7 +502,7 @@ def _stop_if_cancelled(cause: BaseException | None = None) -> None:
 
     asyncio.run turns Ctrl-C into a cancellation of this task; a request it lands in may
     report it as a timeout or a dropped connection (a StatusError), or swallow it, and the
-    watch would go on ignoring the Ctrl-C (seen in CI under load: still running 30 s later).
+    watch would then go on ignoring the Ctrl-C.
     """
     task = asyncio.current_task()
     if task is not None and task.cancelling():

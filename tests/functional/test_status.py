@@ -182,6 +182,10 @@ async def test_unreachable_api_exits_2_with_a_message(tmp_path: Path) -> None:
     assert "cloud 'no-such-cloud' is not defined in any clouds.yaml" in run.err
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def test_watch_refreshes_and_ctrl_c_exits_0(cloud: Cloud, tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -195,6 +199,9 @@ async def test_watch_refreshes_and_ctrl_c_exits_0(cloud: Cloud, tmp_path: Path) 
         cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        # Ctrl-C as in a terminal: a test run started in the background by a shell without job
+        # control (as CI may be) inherits SIGINT ignored, and so would the command.
+        preexec_fn=_default_sigint,
     )
     assert proc.stdout is not None
     try:
